@@ -1,0 +1,171 @@
+"""Layout of a run directory and atomic, resumable file writes.
+
+Every output goes through :func:`atomic_path` (write to a temporary file beside the target,
+then ``os.replace``), so an interrupted run never leaves a half-written file that a rerun
+would mistake for finished work.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REJECTED_COLUMNS = ("path", "reason", "stage", "time")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each stage of a run reads and writes."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def videos_csv(self) -> Path:
+        return self.root / "videos.csv"
+
+    @property
+    def rejected_csv(self) -> Path:
+        return self.root / "rejected.csv"
+
+    @property
+    def features_npz(self) -> Path:
+        return self.root / "features.npz"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.root / "bench"
+
+    def result_json(self, model: str) -> Path:
+        return self.results_dir / f"{model}.json"
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
+def atomic_write_json(target: str | os.PathLike[str], data: Any) -> None:
+    atomic_write_text(target, to_json(data))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable short hash of JSON-serialisable parts (configs, file stats) for resume checks."""
+    payload = json.dumps(parts, sort_keys=True, default=_json_default).encode("utf-8")
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def file_signature(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Identity of a file for cache keys: path, size and modification time."""
+    stat = os.stat(path)
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def append_rejected(run_dir: str | os.PathLike[str], path: str, reason: str, stage: str) -> None:
+    """Record a video that a stage could not use. Never silently drop a file."""
+    rejected = RunPaths(run_dir).rejected_csv
+    rows = read_rejected(run_dir)
+    if any(row["path"] == str(path) and row["stage"] == stage for row in rows):
+        return
+    rows.append(
+        {
+            "path": str(path),
+            "reason": reason,
+            "stage": stage,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    write_rejected(rejected, rows)
+
+
+def read_rejected(run_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
+    rejected = RunPaths(run_dir).rejected_csv
+    if not rejected.exists():
+        return []
+    with open(rejected, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_rejected(target: str | os.PathLike[str], rows: list[dict[str, str]]) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=REJECTED_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({key: row.get(key, "") for key in REJECTED_COLUMNS})
