@@ -227,20 +227,31 @@ def resolve_backend(device: str | None = None) -> Backend:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Versions of the libraries that matter for results (None when not installed)."""
-    import platform
+    """Installed versions of the libraries that matter for results (None when not installed).
 
-    names = {
-        "torch": "torch",
-        "torchvision": "torchvision",
-        "nvidia-dali": "nvidia.dali",
-        "av": "av",
-        "numpy": "numpy",
-        "scikit-learn": "sklearn",
-        "xgboost": "xgboost",
-        "cupy": "cupy",
-        "cuml": "cuml",
+    Read from package metadata, not by importing, so it costs milliseconds, not seconds.
+    """
+    import platform
+    from importlib.metadata import distributions
+
+    installed = {str(dist.metadata["Name"]).lower(): dist.version for dist in distributions()}
+
+    def find(*prefixes: str) -> str | None:
+        for prefix in prefixes:
+            for name in sorted(installed):
+                if name == prefix or name.startswith(prefix + "-"):
+                    return installed[name]
+        return None
+
+    return {
+        "python": platform.python_version(),
+        "torch": find("torch"),
+        "torchvision": find("torchvision"),
+        "nvidia-dali": find("nvidia-dali"),
+        "av": find("av"),
+        "numpy": find("numpy"),
+        "scikit-learn": find("scikit-learn"),
+        "xgboost": find("xgboost"),
+        "cupy": find("cupy"),
+        "cuml": find("cuml"),
     }
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    versions.update({label: _version(module) for label, module in names.items()})
-    return versions

@@ -1,0 +1,143 @@
+"""Find the videos of a UCF101-layout folder (``ROOT/ClassName/video.avi``) and their groups.
+
+UCF101 names its clips ``v_<Class>_g<GG>_c<CC>``: clips of one group share an actor and a scene,
+so a group must never be split between train and test. Other names have no group, so each
+file is its own group. Every problem the user can fix is raised here, before any decoding.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv")
+
+_UCF_NAME = re.compile(r"^v_(?P<name>.+)_g(?P<group>\d+)_c(?P<clip>\d+)$", re.IGNORECASE)
+_DEMO_HINT = "generate a demo dataset with `python cli.py demo-data data/demo`"
+
+
+class DatasetError(ValueError):
+    """A problem with the input folder or the requested classes that the user can fix."""
+
+
+class DataRootNotFoundError(FileNotFoundError):
+    """DATA_ROOT does not exist or is not a folder."""
+
+
+class EmptyDataRootError(DatasetError):
+    """DATA_ROOT holds no ``ClassName/*.{avi,mp4,webm,mkv}`` videos."""
+
+
+class UnknownClassError(DatasetError):
+    """A requested class has no folder of videos under DATA_ROOT."""
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """One video found on disk, before any decoding."""
+
+    path: Path  # absolute
+    class_name: str
+    group: str
+    video_id: str  # "Class/stem" (relative path without extension)
+
+
+def is_video_file(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
+def group_of(class_name: str, stem: str) -> str:
+    """``Class_gGG`` for UCF101 names (``v_Class_gGG_cCC``), else ``Class/stem`` (one group per file).
+
+    The group takes the folder's class name, not the one in the file name: UCF101 spells some
+    differently (folder ``HandstandPushups``, files ``v_HandStandPushups_...``).
+    """
+    match = _UCF_NAME.match(stem)
+    if match:
+        return f"{class_name}_g{int(match.group('group')):02d}"
+    # Qualified by the class so that equal stems in two classes stay two groups.
+    return f"{class_name}/{stem}"
+
+
+def _video_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_video_file(p))
+
+
+def _check_root(root: Path) -> None:
+    if not root.exists():
+        raise DataRootNotFoundError(
+            f"data root {root} does not exist; pass a folder laid out as ROOT/ClassName/video.avi, or {_DEMO_HINT}"
+        )
+    if not root.is_dir():
+        raise DataRootNotFoundError(
+            f"data root {root} is a file, not a folder; pass the folder that holds the class folders"
+        )
+
+
+def list_classes(root: str | os.PathLike[str]) -> list[str]:
+    """Sorted names of the class folders under ``root`` that hold at least one video."""
+    root = Path(root)
+    _check_root(root)
+    classes = sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".") and _video_files(entry)
+    )
+    if not classes:
+        loose = _video_files(root)
+        if loose:
+            raise EmptyDataRootError(
+                f"{root} holds videos directly ({loose[0].name}, ...) but no class folders; pass its parent "
+                f"folder, or move the videos into ROOT/ClassName/ folders"
+            )
+        raise EmptyDataRootError(
+            f"no videos in {root}: expected ROOT/ClassName/*{{{','.join(VIDEO_EXTENSIONS)}}} (UCF101 layout); "
+            f"check the path, or {_DEMO_HINT}"
+        )
+    return classes
+
+
+def select_classes(
+    known: Sequence[str], requested: Sequence[str] | None, root: str | os.PathLike[str] = ""
+) -> list[str]:
+    """The requested classes in sorted order (all ``known`` ones when ``requested`` is None).
+
+    Raises :class:`UnknownClassError` naming the unknown classes and the known ones.
+    """
+    if not requested:
+        return sorted(known)
+    unknown = [name for name in dict.fromkeys(requested) if name not in known]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name!r} (did you mean {close[0]}?)" if close else repr(name))
+        raise UnknownClassError(
+            f"unknown class(es) {', '.join(hints)} in {root}; known classes: {', '.join(sorted(known))}"
+        )
+    return sorted(dict.fromkeys(requested))
+
+
+def scan_dataset(root: str | os.PathLike[str], classes: Sequence[str] | None = None) -> list[VideoFile]:
+    """Every video of the selected classes under ``root``, sorted by class then file name.
+
+    Extensions are matched case-insensitively. Raises a :class:`DatasetError` or
+    :class:`DataRootNotFoundError` (with the path and the fix) before anything is decoded.
+    """
+    root = Path(root).resolve()
+    selected = select_classes(list_classes(root), classes, root)
+    files: list[VideoFile] = []
+    for class_name in selected:
+        paths = _video_files(root / class_name)
+        stems = Counter(p.stem for p in paths)
+        for path in paths:
+            # Two files differing only by extension keep their extension in the id, so ids stay unique.
+            stem = path.stem if stems[path.stem] == 1 else path.name
+            group = group_of(class_name, path.stem)
+            files.append(VideoFile(path=path, class_name=class_name, group=group, video_id=f"{class_name}/{stem}"))
+    return files

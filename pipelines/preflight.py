@@ -1,0 +1,237 @@
+"""Pre-flight check of every video with PyAV before anything trains on it.
+
+A file passes when it opens, has a video stream, all its packets demux, and its first and last
+frames decode. The frame count is the number of demuxed packets (headers are often wrong: AVI
+``avih`` counts survive truncation, WebM has none). Only the first and the last group of
+pictures are decoded, so a check costs a demux pass plus a few frames.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+# Reject reasons: the text before the colon in ProbeResult.reason.
+EMPTY_FILE = "empty file"
+UNREADABLE = "unreadable file"
+NOT_A_VIDEO = "not a video file"
+TRUNCATED = "truncated file"
+NO_VIDEO_STREAM = "no video stream"
+NO_DECODABLE_FRAME = "no decodable frame"
+REJECT_KINDS = (EMPTY_FILE, UNREADABLE, NOT_A_VIDEO, TRUNCATED, NO_VIDEO_STREAM, NO_DECODABLE_FRAME)
+
+# Leading bytes of the containers we accept; a file that starts like one but does not open is
+# damaged (usually cut short), anything else is not a video at all.
+_CONTAINER_MAGIC = (
+    (0, b"RIFF"),  # AVI
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM (EBML)
+    (4, b"ftyp"),  # MP4 / MOV
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"wide"),
+    (4, b"free"),
+)
+# Headers are approximate: a file may miss max(1 frame, 2 %) of what its header announces
+# before it counts as truncated.
+_MISSING_FRAMES_TOLERANCE = 0.02
+# Decoders with frame delay (B-frames, threads) need a few packets before the first frame comes out.
+_FIRST_FRAME_PACKETS = 64
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the check found; ``reason`` is empty for a usable file, else ``"<kind>: <detail>"``."""
+
+    path: str
+    reason: str = ""
+    codec: str = ""
+    frames: int = 0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+    @property
+    def kind(self) -> str:
+        return self.reason.split(":", 1)[0]
+
+
+def _error_text(exc: BaseException) -> str:
+    """FFmpeg's message without the file name PyAV appends (the path is in its own column)."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+class _Reject(Exception):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+
+
+def _looks_like_container(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    return any(head[offset : offset + len(magic)] == magic for offset, magic in _CONTAINER_MAGIC)
+
+
+def _declared_size_exceeds_file(path: Path, size: int) -> bool:
+    """True when the container's own size fields promise more bytes than the file has (AVI's RIFF
+    size, MP4's top-level boxes): the file was cut short."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+            return int.from_bytes(head[4:8], "little") + 8 > size
+        if head[4:8] != b"ftyp":
+            return False
+        offset = 0
+        while offset + 8 <= size:
+            handle.seek(offset)
+            box = handle.read(16)
+            box_size = int.from_bytes(box[:4], "big")
+            if box_size == 1 and len(box) == 16:  # 64-bit size follows the type
+                box_size = int.from_bytes(box[8:16], "big")
+            elif box_size == 0:  # box runs to the end of the file
+                return False
+            if box_size < 8:
+                return False
+            offset += box_size
+        return offset > size
+
+
+def _decode_one(
+    codec_context: av.CodecContext, packets: Sequence[av.Packet], *, last: bool
+) -> tuple[av.VideoFrame | None, str]:
+    """Decode ``packets`` from a fresh decoder state; the first (or last) frame, and the last error."""
+    codec_context.flush_buffers()
+    found: av.VideoFrame | None = None
+    error = ""
+    for packet in [*packets, None]:
+        try:
+            frames = codec_context.decode(packet)
+        except (av.error.FFmpegError, ValueError) as exc:
+            error = _error_text(exc)
+            continue
+        if frames:
+            found = frames[-1] if last else frames[0]
+            if not last:
+                break
+    codec_context.flush_buffers()
+    return found, error
+
+
+def _header_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else None
+
+
+def _probe(path: Path) -> ProbeResult:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _Reject(UNREADABLE, str(exc)) from None
+    if size == 0:
+        raise _Reject(EMPTY_FILE, "0 bytes")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except PermissionError as exc:
+        raise _Reject(UNREADABLE, str(exc)) from None
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        if _looks_like_container(path):
+            detail = f"the container header is there but does not open ({_error_text(exc)}); {size} bytes"
+            raise _Reject(TRUNCATED, detail) from None
+        raise _Reject(NOT_A_VIDEO, f"PyAV cannot open it ({_error_text(exc)})") from None
+    with container:
+        if not container.streams.video:
+            kinds = ", ".join(stream.type for stream in container.streams) or "none"
+            if _declared_size_exceeds_file(path, size):
+                detail = f"the container promises more than the {size} bytes present; streams found: {kinds}"
+                raise _Reject(TRUNCATED, detail)
+            raise _Reject(NO_VIDEO_STREAM, f"streams found: {kinds}")
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        header_frames = int(stream.frames or 0)
+
+        packets = 0
+        first_gop: list[av.Packet] = []
+        last_gop: list[av.Packet] = []
+        end_time: float | None = None
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                packets += 1
+                if packet.is_keyframe:
+                    last_gop = []
+                last_gop.append(packet)
+                if len(first_gop) < _FIRST_FRAME_PACKETS:
+                    first_gop.append(packet)
+                if packet.pts is not None and packet.time_base is not None:
+                    end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                    end_time = end if end_time is None else max(end_time, end)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise _Reject(TRUNCATED, f"demuxing stopped after {packets} packets ({_error_text(exc)})") from None
+
+        if packets == 0:
+            raise _Reject(NO_DECODABLE_FRAME, f"the {codec} stream has no packets")
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        if header_frames:
+            if header_frames - packets > max(1.0, _MISSING_FRAMES_TOLERANCE * header_frames):
+                raise _Reject(TRUNCATED, f"the header says {header_frames} frames, only {packets} are in the file")
+        elif end_time is not None:
+            duration = _header_seconds(container, stream)
+            slack = max(1.5 / fps if fps > 0 else 0.0, _MISSING_FRAMES_TOLERANCE * (duration or 0.0))
+            if duration and duration - end_time > slack:
+                raise _Reject(TRUNCATED, f"the header says {duration:.2f} s, the packets end at {end_time:.2f} s")
+
+        first, first_error = _decode_one(stream.codec_context, first_gop, last=False)
+        if first is None:
+            detail = f" ({first_error})" if first_error else ""
+            raise _Reject(NO_DECODABLE_FRAME, f"{packets} {codec} packets, none decodes{detail}")
+        last, last_error = _decode_one(stream.codec_context, last_gop, last=True)
+        if last is None:
+            detail = f" ({last_error})" if last_error else ""
+            raise _Reject(TRUNCATED, f"the first frame decodes, the last does not{detail}")
+
+        if fps <= 0 and end_time:
+            fps = packets / end_time
+        if fps <= 0:
+            raise _Reject(NO_DECODABLE_FRAME, "no frame rate in the header and no timestamps")
+        return ProbeResult(
+            path=str(path), codec=codec, frames=packets, fps=round(fps, 6), width=first.width, height=first.height
+        )
+
+
+def probe_video(path: str | os.PathLike[str]) -> ProbeResult:
+    """Check one video; never raises for a bad file (the reason says what is wrong)."""
+    try:
+        return _probe(Path(path))
+    except _Reject as reject:
+        return ProbeResult(path=str(path), reason=str(reject))
+
+
+def default_workers() -> int:
+    return min(8, 2 * (os.cpu_count() or 1))
+
+
+def preflight(
+    paths: Sequence[str | os.PathLike[str]], *, workers: int | None = None, progress: bool = True
+) -> list[ProbeResult]:
+    """Check every video in a thread pool (PyAV releases the GIL); results in the order of ``paths``."""
+    from tqdm import tqdm
+
+    results: list[ProbeResult | None] = [None] * len(paths)
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        futures = {pool.submit(probe_video, path): index for index, path in enumerate(paths)}
+        with tqdm(total=len(paths), desc="pre-flight", unit="video", disable=not progress, leave=False) as bar:
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+    return [result for result in results if result is not None]

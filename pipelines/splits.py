@@ -1,0 +1,263 @@
+"""Leak-free train/val/test splits: whole groups go to one split, every class is in every split.
+
+``--split group`` assigns the groups of each class separately (a UCF101 group id carries its
+class, so per-class assignment stratifies by construction), with scikit-learn's
+:class:`~sklearn.model_selection.GroupShuffleSplit` given exact group counts. The random state
+of a class depends only on the seed and the class name, so choosing a subset of classes does
+not move the others' groups. ``--split official:N`` reads the UCF101 lists
+(``trainlistNN.txt``, ``testlistNN.txt``, ``classInd.txt``) and carves val out of train by group.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit
+
+SPLIT_KINDS = ("group", "official")
+OFFICIAL_LIST_FOLDER = "ucfTrainTestlist"
+
+
+class TooFewGroupsError(ValueError):
+    """A class has fewer groups than the requested split needs."""
+
+
+class OfficialListsNotFoundError(FileNotFoundError):
+    """The UCF101 split lists were not found beside the data."""
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """``group`` or ``official`` with the UCF101 split number (1..3 for UCF101)."""
+
+    kind: str = "group"
+    number: int | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.number is None else f"{self.kind}:{self.number}"
+
+
+def parse_split_spec(text: str) -> SplitSpec:
+    """``"group"`` or ``"official:N"`` -> :class:`SplitSpec`; ValueError with the accepted forms."""
+    kind, _, number = text.strip().partition(":")
+    if kind == "group" and not number:
+        return SplitSpec("group")
+    if kind == "official" and number.isdigit() and int(number) >= 1:
+        return SplitSpec("official", int(number))
+    raise ValueError(f"unknown split {text!r}; use 'group' or 'official:N' (N = 1, 2 or 3 for UCF101)")
+
+
+def check_fraction(name: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"--{name} must be a fraction between 0 and 1 (exclusive), got {value}")
+
+
+def check_fractions(val: float, test: float) -> None:
+    """Val and test are fractions of the groups: each in (0, 1), together below 1."""
+    check_fraction("val", val)
+    check_fraction("test", test)
+    if val + test >= 1:
+        raise ValueError(f"--val {val} + --test {test} leave no training data; keep their sum below 1")
+
+
+def _round(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def group_counts(n_groups: int, val: float, test: float) -> tuple[int, int, int]:
+    """(train, val, test) group counts for a class with ``n_groups`` groups: the fractions rounded
+    to whole groups, clamped so that every split keeps at least one group (given >= 3 groups)."""
+    n_test = min(max(1, _round(test * n_groups)), n_groups - 2)
+    n_val = min(max(1, _round(val * n_groups)), n_groups - n_test - 1)
+    return n_groups - n_val - n_test, n_val, n_test
+
+
+def min_groups_needed(val: float, test: float) -> int:
+    """The fewest groups per class for which train, val and test each get at least one group."""
+    check_fractions(val, test)
+    return 3
+
+
+def _class_seed(seed: int, class_name: str, salt: int = 0) -> int:
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, zlib.crc32(class_name.encode("utf-8")), salt])
+    return int(state.generate_state(1)[0])
+
+
+def _groups_by_class(classes: Sequence[str], groups: Sequence[str]) -> dict[str, list[int]]:
+    if len(classes) != len(groups):
+        raise ValueError(f"classes ({len(classes)}) and groups ({len(groups)}) differ in length")
+    members: dict[str, list[int]] = defaultdict(list)
+    owner: dict[str, str] = {}
+    for index, (class_name, group) in enumerate(zip(classes, groups, strict=True)):
+        if owner.setdefault(group, class_name) != class_name:
+            raise ValueError(
+                f"group {group!r} appears in classes {owner[group]!r} and {class_name!r}; "
+                f"group ids must include the class"
+            )
+        members[class_name].append(index)
+    return dict(members)
+
+
+def check_enough_groups(classes: Sequence[str], groups: Sequence[str], *, val: float, test: float) -> None:
+    """Raise :class:`TooFewGroupsError` naming every class with fewer groups than the split needs."""
+    needed = min_groups_needed(val, test)
+    members = _groups_by_class(classes, groups)
+    short = {name: len({groups[i] for i in idx}) for name, idx in sorted(members.items())}
+    short = {name: n for name, n in short.items() if n < needed}
+    if short:
+        listed = ", ".join(f"{name} has {n}" for name, n in short.items())
+        raise TooFewGroupsError(
+            f"too few groups for --val {val} --test {test}: each class needs at least {needed} groups "
+            f"(one per split, whole groups only), but {listed}; add videos of other groups, "
+            f"lower --val/--test, or drop the class with --classes"
+        )
+
+
+def _shuffle_split(
+    indices: np.ndarray, groups: np.ndarray, n_first: int, n_second: int, random_state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``indices`` into two parts holding exactly ``n_first`` and ``n_second`` whole groups."""
+    splitter = GroupShuffleSplit(n_splits=1, train_size=n_first, test_size=n_second, random_state=random_state)
+    first, second = next(splitter.split(indices, groups=groups[indices]))
+    return indices[first], indices[second]
+
+
+def group_split(
+    classes: Sequence[str], groups: Sequence[str], *, val: float = 0.15, test: float = 0.2, seed: int = 0
+) -> list[str]:
+    """Split name ("train" | "val" | "test") for each item, whole groups per split.
+
+    ``classes`` and ``groups`` are parallel (one entry per video). ``val`` and ``test`` are
+    fractions of each class's groups, rounded to whole groups, at least one group each.
+    Deterministic for a seed and independent of the item order.
+    """
+    check_fractions(val, test)
+    check_enough_groups(classes, groups, val=val, test=test)
+    group_array = np.asarray(groups, dtype=object)
+    splits = [""] * len(groups)
+    for class_name, members in sorted(_groups_by_class(classes, groups).items()):
+        indices = np.asarray(members)
+        n_train, n_val, n_test = group_counts(len(set(group_array[indices])), val, test)
+        rest, test_idx = _shuffle_split(indices, group_array, n_train + n_val, n_test, _class_seed(seed, class_name, 0))
+        train_idx, val_idx = _shuffle_split(rest, group_array, n_train, n_val, _class_seed(seed, class_name, 1))
+        for name, chosen in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
+            for index in chosen:
+                splits[index] = name
+    return splits
+
+
+def carve_val(
+    classes: Sequence[str], groups: Sequence[str], splits: Sequence[str], *, val: float = 0.15, seed: int = 0
+) -> list[str]:
+    """Move a ``val`` fraction of each class's train groups (at least one, whole groups) to "val".
+
+    For fixed train/test lists (``--split official:N``). Items not in "train" keep their split.
+    """
+    check_fraction("val", val)
+    train = [i for i, split in enumerate(splits) if split == "train"]
+    train_classes = [classes[i] for i in train]
+    members = _groups_by_class(train_classes, [groups[i] for i in train])
+    short = {name: len({groups[train[j]] for j in idx}) for name, idx in sorted(members.items())}
+    short = {name: n for name, n in short.items() if n < 2}
+    if short:
+        listed = ", ".join(f"{name} has {n}" for name, n in short.items())
+        raise TooFewGroupsError(
+            f"cannot carve val out of train: each class needs at least 2 train groups, but {listed}; "
+            f"check the official lists or use --split group"
+        )
+    group_array = np.asarray(groups, dtype=object)
+    result = list(splits)
+    for class_name, local in sorted(members.items()):
+        indices = np.asarray([train[j] for j in local])
+        n_groups = len(set(group_array[indices]))
+        n_val = min(max(1, _round(val * n_groups)), n_groups - 1)
+        _, val_idx = _shuffle_split(indices, group_array, n_groups - n_val, n_val, _class_seed(seed, class_name, 2))
+        for index in val_idx:
+            result[index] = "val"
+    return result
+
+
+# --- UCF101 official split lists -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OfficialSplit:
+    """One UCF101 train/test split: class order from classInd.txt, clip keys per list."""
+
+    number: int
+    folder: Path
+    class_order: tuple[str, ...]
+    train: frozenset[str]  # keys from :func:`official_key`
+    test: frozenset[str]
+
+    def split_of(self, class_name: str, filename: str) -> str | None:
+        key = official_key(f"{class_name}/{filename}")
+        return "train" if key in self.train else "test" if key in self.test else None
+
+
+def official_key(relative_path: str) -> str:
+    """``Class/v_Class_g01_c01.avi`` -> ``class/v_class_g01_c01``: case and extension do not matter
+    (UCF101's lists spell some names differently from the files, and users transcode)."""
+    path = PurePosixPath(relative_path.strip().replace("\\", "/"))
+    return f"{path.parent.name}/{path.stem}".lower()
+
+
+def list_file_names(number: int) -> tuple[str, str, str]:
+    return f"trainlist{number:02d}.txt", f"testlist{number:02d}.txt", "classInd.txt"
+
+
+def parse_class_index(text: str) -> tuple[str, ...]:
+    """``classInd.txt`` ("1 ApplyEyeMakeup" per line) -> class names in index order."""
+    entries: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise ValueError(f"classInd.txt line {number}: expected 'INDEX ClassName', got {line.strip()!r}")
+        entries.append((int(parts[0]), parts[1]))
+    return tuple(name for _, name in sorted(entries))
+
+
+def parse_split_list(text: str) -> frozenset[str]:
+    """``trainlistNN.txt`` ("Class/v_..._c01.avi 1") or ``testlistNN.txt`` ("Class/v_..._c01.avi") -> keys."""
+    return frozenset(official_key(line.split()[0]) for line in text.splitlines() if line.strip())
+
+
+def official_list_folders(data_root: str | os.PathLike[str]) -> list[Path]:
+    """Where the lists are looked for, in order: ROOT, its parent, and ucfTrainTestlist in either."""
+    root = Path(data_root).resolve()
+    return [root, root.parent, root / OFFICIAL_LIST_FOLDER, root.parent / OFFICIAL_LIST_FOLDER]
+
+
+def load_official_split(data_root: str | os.PathLike[str], number: int) -> OfficialSplit:
+    """Read split ``number``'s lists from the first folder that holds all three files."""
+    names = list_file_names(number)
+    folders = official_list_folders(data_root)
+    for folder in folders:
+        if all((folder / name).is_file() for name in names):
+            train_text, test_text, index_text = (
+                (folder / name).read_text(encoding="utf-8", errors="replace") for name in names
+            )
+            return OfficialSplit(
+                number=number,
+                folder=folder,
+                class_order=parse_class_index(index_text),
+                train=parse_split_list(train_text),
+                test=parse_split_list(test_text),
+            )
+    partial = [f"{folder} has only {', '.join(n for n in names if (folder / n).is_file())}"
+               for folder in folders if any((folder / n).is_file() for n in names)]
+    raise OfficialListsNotFoundError(
+        f"official split {number}: {', '.join(names)} not found together; looked in "
+        f"{', '.join(str(f) for f in dict.fromkeys(folders))}"
+        + (f" ({'; '.join(partial)})" if partial else "")
+        + f"; unzip UCF101's {OFFICIAL_LIST_FOLDER} folder beside DATA_ROOT, or use --split group"
+    )
