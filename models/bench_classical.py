@@ -1,0 +1,210 @@
+"""Benchmark: our five classical models against the notebook study's configuration.
+
+Both sides fit the same five model kinds on the same train split of ``features.npz`` and are
+scored on the same test split. "Ours" is :class:`models.classical.ClassicalModel` on the
+backend's libraries (cuML / XGBoost on a GPU, scikit-learn / XGBoost-hist on the CPU) with the
+tuned hyper-parameters from ``RUN_DIR/results/<model>.json`` where present (defaults
+otherwise). "Notebook" is scikit-learn with the study's settings: ``GradientBoostingClassifier()``
+defaults and ``SVC(probability=True)`` (deprecated in scikit-learn 1.9; where a later release has
+removed it, its documented equivalent ``CalibratedClassifierCV(SVC(), ensemble=False)`` with 5
+folds), ``RandomForestClassifier()``, ``KNeighborsClassifier()`` and ``LogisticRegression``
+defaults, with a ``StandardScaler`` in front of SVC, k-NN and logistic regression. Only the final
+fits are timed (no search on either side); the target is >= 10x faster with macro-F1 not lower.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
+
+from analysis.efficiency import timed
+from models.classical import MODEL_NAMES, ClassicalModel, library_for, thread_limit
+from models.schema import load_result
+from models.train_classical import SplitData, split_features
+from pipelines.runfiles import RunPaths, atomic_write_json
+
+SPEEDUP_TARGET = 10.0
+
+
+def notebook_estimator(name: str, seed: int = 0) -> tuple[Any, str]:
+    """The notebook study's scikit-learn estimator for ``name`` and a one-line description."""
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    if name == "svm":
+        if "probability" in inspect.signature(SVC).parameters:
+            return make_pipeline(
+                StandardScaler(), SVC(probability=True, random_state=seed)
+            ), "StandardScaler + SVC(probability=True)"
+        from sklearn.calibration import CalibratedClassifierCV
+
+        return (
+            make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), ensemble=False, cv=5)),
+            "StandardScaler + CalibratedClassifierCV(SVC(), ensemble=False, cv=5) (SVC(probability=True) removed)",
+        )
+    if name == "rf":
+        return RandomForestClassifier(random_state=seed), "RandomForestClassifier() defaults"
+    if name == "knn":
+        return make_pipeline(
+            StandardScaler(), KNeighborsClassifier()
+        ), "StandardScaler + KNeighborsClassifier() defaults"
+    if name == "logreg":
+        return make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=1000)
+        ), "StandardScaler + LogisticRegression(max_iter=1000)"
+    if name == "gb":
+        return GradientBoostingClassifier(random_state=seed), "GradientBoostingClassifier() defaults"
+    raise ValueError(f"unknown model {name!r}")
+
+
+def _fit_and_score(
+    estimator: Any, train: SplitData, test: SplitData, groups: bool, repeats: int, n_jobs: int | None
+) -> tuple[float, float]:
+    """Fastest of ``repeats`` fits (the least disturbed by other load) and the test macro-F1.
+
+    Both sides run under the same BLAS/OpenMP thread cap, so the speed-up reflects the models'
+    configuration, not thread oversubscription.
+    """
+    seconds = []
+    with warnings.catch_warnings(), thread_limit(n_jobs):
+        warnings.simplefilter("ignore", FutureWarning)  # SVC(probability=True) deprecation, on purpose
+        for _ in range(repeats):
+            fitted = clone(estimator)
+            with timed() as clock:
+                if groups:
+                    fitted.fit(train.X, train.y, groups=train.groups)
+                else:
+                    fitted.fit(train.X, train.y)
+            seconds.append(clock.seconds)
+        predicted = fitted.predict(test.X)
+    return min(seconds), float(f1_score(test.y, predicted, average="macro", zero_division=0))
+
+
+def _tuned_params(paths: RunPaths, name: str) -> tuple[dict[str, Any] | None, float | None]:
+    path = paths.result_json(name)
+    if not path.exists():
+        return None, None
+    try:
+        result = load_result(path)
+    except (ValueError, OSError):
+        return None, None
+    return result.config.get("params"), result.cost.search_seconds
+
+
+def bench_classical(
+    run_dir: str | os.PathLike[str],
+    backend: Any,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    models: list[str] | None = None,
+    seed: int = 0,
+    n_jobs: int | None = 1,
+    repeats: int = 3,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Time fitting the selected models, ours vs the notebook's; write and return the JSON dict.
+
+    Written to ``out`` or ``RUN_DIR/bench/classical.json``. ``n_jobs``: threads for our rf/knn/gb
+    and the BLAS/OpenMP cap for both sides; ``repeats`` fits per model, the fastest counts.
+    """
+    from pipelines.backend import library_versions
+    from pipelines.feature_store import load_features
+
+    paths = RunPaths(run_dir)
+    if not paths.features_npz.exists():
+        raise FileNotFoundError(f"{paths.features_npz} not found; run `python cli.py features --run {run_dir}` first")
+    names = list(models or MODEL_NAMES)
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
+    features = load_features(paths.features_npz)
+    splits = split_features(features)
+    train, test = splits["train"], splits["test"]
+
+    rows = []
+    for name in tqdm(names, desc="bench classical", unit="model", disable=not progress):
+        params, search_seconds = _tuned_params(paths, name)
+        library = library_for(name, backend)
+        ours = ClassicalModel(name, library, params, seed, n_jobs)
+        ours_seconds, ours_f1 = _fit_and_score(ours, train, test, groups=True, repeats=repeats, n_jobs=n_jobs)
+        notebook, description = notebook_estimator(name, seed)
+        notebook_seconds, notebook_f1 = _fit_and_score(
+            notebook, train, test, groups=False, repeats=repeats, n_jobs=n_jobs
+        )
+        rows.append(
+            {
+                "model": name,
+                "ours": {
+                    "library": library,
+                    "params": ours.resolved_params(),
+                    "params_source": f"results/{name}.json (tuned)"
+                    if params is not None
+                    else "defaults (no tuned result yet)",
+                    "fit_seconds": ours_seconds,
+                    "search_seconds_from_result": search_seconds,
+                    "test_macro_f1": ours_f1,
+                },
+                "notebook": {"estimator": description, "fit_seconds": notebook_seconds, "test_macro_f1": notebook_f1},
+                "speedup": notebook_seconds / ours_seconds if ours_seconds > 0 else None,
+            }
+        )
+
+    ours_total = sum(row["ours"]["fit_seconds"] for row in rows)
+    notebook_total = sum(row["notebook"]["fit_seconds"] for row in rows)
+    ours_f1 = float(np.mean([row["ours"]["test_macro_f1"] for row in rows]))
+    notebook_f1 = float(np.mean([row["notebook"]["test_macro_f1"] for row in rows]))
+    speedup = notebook_total / ours_total if ours_total > 0 else None
+    report = {
+        "benchmark": "classical",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_dir": str(Path(run_dir)),
+        "device": {
+            "classical": backend.classical.name if hasattr(backend, "classical") else str(backend),
+            "boosting": backend.boosting.name if hasattr(backend, "boosting") else None,
+            "gpu": getattr(backend, "gpu_name", None),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+        },
+        "versions": library_versions(),
+        "data": {
+            "n_train": len(train),
+            "n_test": len(test),
+            "n_features": int(train.X.shape[1]),
+            "n_classes": len(features.class_names),
+        },
+        "timed": (
+            "final fit on the train split only (no hyper-parameter search on either side); "
+            f"fastest of {repeats} wall-clock runs"
+        ),
+        "n_jobs": n_jobs,
+        "threads": f"BLAS/OpenMP pools capped at {n_jobs} thread(s) for both sides; our rf/knn/gb use n_jobs={n_jobs}"
+        if n_jobs is not None
+        else "library defaults on both sides",
+        "models": rows,
+        "ours_fit_seconds_total": ours_total,
+        "notebook_fit_seconds_total": notebook_total,
+        "speedup": speedup,
+        "ours_mean_macro_f1": ours_f1,
+        "notebook_mean_macro_f1": notebook_f1,
+        "target": {
+            "speedup_at_least": SPEEDUP_TARGET,
+            "speedup_met": bool(speedup is not None and speedup >= SPEEDUP_TARGET),
+            "macro_f1_not_lower_met": bool(ours_f1 >= notebook_f1),
+        },
+    }
+    atomic_write_json(Path(out) if out else paths.bench_dir / "classical.json", report)
+    return report
