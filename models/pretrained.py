@@ -1,0 +1,82 @@
+"""Pretrained backbone weights without downloads: the torch hub cache or a local state_dict file.
+
+Nothing is fetched at run time. When the default weights are not in the cache, :func:`load_state_dict`
+raises :class:`WeightsUnavailableError` before any training starts, naming the exact file to place
+and the URL to fetch it from on a connected machine, or ``--weights none``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import WeightsEnum
+
+NO_WEIGHTS = ("none", "", None)
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """Pretrained weights are neither in the torch hub cache nor at the given path."""
+
+
+def cache_path(weights: WeightsEnum) -> Path:
+    """Where torchvision's ``load_state_dict_from_url`` keeps (and looks for) this checkpoint."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def is_pretrained(weights: str | os.PathLike[str] | None) -> bool:
+    return weights not in NO_WEIGHTS and str(weights).lower() != "none"
+
+
+def describe(weights: str | os.PathLike[str] | None) -> str:
+    return "none" if not is_pretrained(weights) else str(weights)
+
+
+def resolve_file(weights: str | os.PathLike[str], enum_type: type[WeightsEnum], model_name: str) -> Path:
+    """The checkpoint file for a weights name (an enum member of ``enum_type``) or a local path."""
+    text = str(weights)
+    if text in enum_type.__members__:
+        member = enum_type[text]
+        path = cache_path(member)
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"{model_name} weights {text} are not in the torch hub cache and cannot be downloaded here. "
+                f"On a connected machine fetch {member.url} and place it at {path} "
+                f"(or pass --weights /path/to/{os.path.basename(member.url)}), "
+                "or train from scratch with --weights none."
+            )
+        return path
+    path = Path(text).expanduser()
+    if not path.is_file():
+        known = ", ".join(enum_type.__members__)
+        raise WeightsUnavailableError(
+            f"{model_name} weights {text!r}: no such file and not a known weights name ({known}, none)."
+        )
+    return path
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A state_dict from a torchvision checkpoint or from a checkpoint written by this project."""
+    loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(loaded, Mapping) and key in loaded and isinstance(loaded[key], Mapping):
+            loaded = loaded[key]
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{path}: not a state_dict (got {type(loaded).__name__})")
+    state = {}
+    for key, value in loaded.items():
+        for prefix in ("module.", "_orig_mod.", "backbone."):  # DDP, torch.compile, this project's wrappers
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        state[key] = value
+    return state
+
+
+def load_backbone(backbone: nn.Module, state: Mapping[str, torch.Tensor], head_prefixes: tuple[str, ...]) -> None:
+    """Load every backbone tensor strictly; tensors of the (replaced) classification head are dropped."""
+    kept = {k: v for k, v in state.items() if not k.startswith(head_prefixes)}
+    backbone.load_state_dict(kept, strict=True)
