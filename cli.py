@@ -80,7 +80,8 @@ def doctor(context: Context) -> None:
     for name, version in library_versions().items():
         click.echo(f"  {name:<13} {version or 'not installed'}")
     click.echo(f"\nRequested device: {backend.requested}")
-    click.echo(f"CUDA GPU usable:  {'yes, ' + str(backend.gpu_name) if backend.cuda.usable else 'no'} ({backend.cuda.reason})")
+    usable = f"yes, {backend.gpu_name}" if backend.cuda.usable else "no"
+    click.echo(f"CUDA GPU usable:  {usable} ({backend.cuda.reason})")
     click.echo("\nStages:")
     for stage, choice in backend.stages().items():
         click.echo(f"  {stage:<10} {choice.name:<13} [{choice.device}] {choice.reason}")

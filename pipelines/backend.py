@@ -221,7 +221,9 @@ def resolve_backend(device: str | None = None) -> Backend:
         decode=choose(dali_gpu, "dali-gpu", "dali-cpu", "DALI CPU reader for VP8/VP9/MJPEG, PyAV for other codecs"),
         features=choose(cupy, "cupy", "numpy", "NumPy kernel"),
         classical=choose(cuml, "cuml", "sklearn", "scikit-learn"),
-        boosting=choose(xgb_cuda, "xgboost-cuda", "xgboost-cpu", "XGBoost hist on the CPU, the same model as on the GPU"),
+        boosting=choose(
+            xgb_cuda, "xgboost-cuda", "xgboost-cpu", "XGBoost hist on the CPU, the same model as on the GPU"
+        ),
         deep=choose(cuda, "torch-cuda", "torch-cpu", "PyTorch on the CPU"),
     )
 

@@ -4,7 +4,8 @@ The cache keeps every frame of a video once, as a packed uint8 ``.npy`` of shape
 resized so that the shorter side is the short side the clips need (then evaluation only
 centre-crops cached frames), except that a source is upscaled by at most
 :data:`MAX_CACHE_UPSCALE` (a 120p demo video is not stored at 256p for 224 crops: the pipeline
-resizes those crops itself). Next to it, a small JSON sidecar holding the source's signature (resolved path, size, mtime). Later epochs and
+resizes those crops itself). Next to it, a small JSON sidecar holds the source's signature
+(resolved path, size, mtime). Later epochs and
 stages memory-map the ``.npy`` and copy out only the sampled frames. An entry whose source
 changed is a miss and is overwritten; writes are atomic (``runfiles.atomic_path``).
 """

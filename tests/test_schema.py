@@ -24,7 +24,9 @@ def make_result() -> ModelResult:
         config={"C": 1.0},
         class_names=CLASSES,
         test_protocol="one feature vector per video",
-        predictions=[Prediction(f"v{i}", t, p, s) for i, (t, p, s) in enumerate(zip(y_true, y_pred, scores))],
+        predictions=[
+            Prediction(f"v{i}", t, p, s) for i, (t, p, s) in enumerate(zip(y_true, y_pred, scores, strict=True))
+        ],
         metrics=classification_metrics(y_true, y_pred, scores, CLASSES),
         cost=Cost(fit_seconds=0.5, model_bytes=1024),
     )
