@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ bench: $(STAMP)
 	$(PY) cli.py demo-data runs/bench/data
 	$(PY) cli.py bench loader runs/bench/data --out runs/bench/loader.json
 	$(PY) cli.py bench features runs/bench/data --out runs/bench/features.json
+
+# On a CUDA machine with PyTorch (and CuPy for the kernel test); no venv, no DALI or cuML needed.
+GPU_PY ?= python
+gpu-check:
+	mkdir -p runs/gpu-check
+	$(GPU_PY) scripts/gpu_check_deep.py --out runs/gpu-check/r3d18_amp.json
+	$(GPU_PY) -m pytest -q -m gpu -rs tests/test_features.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -231,7 +231,8 @@ def deep(
     """
     import os
 
-    from models.train_deep import DeepConfig, run_deep, summarize
+    from models.deep_config import DeepConfig
+    from models.train_deep import run_deep, summarize
 
     backend = context.backend
     profile = profile or ("gpu" if backend.on_gpu else "cpu")

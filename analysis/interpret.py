@@ -245,7 +245,8 @@ def _test_clips(
 ) -> list[tuple[Any, int, str]]:
     """Up to ``per_class`` test clips (one centred clip per video, on the CPU) for each of the first
     ``max_classes`` classes, as (clip, label, video_id)."""
-    from models.train_deep import DeepConfig, clip_specs
+    from models.deep_build import clip_specs
+    from models.deep_config import DeepConfig
     from pipelines.loader import make_clip_loader
     from pipelines.records import read_videos_csv, records_in_split
 

@@ -73,8 +73,9 @@ def notebook_estimator(name: str, seed: int = 0) -> tuple[Any, str]:
 
 def _fit_and_score(
     estimator: Any, train: SplitData, test: SplitData, groups: bool, repeats: int, n_jobs: int | None
-) -> tuple[float, float]:
-    """Fastest of ``repeats`` fits (the least disturbed by other load) and the test macro-F1.
+) -> tuple[list[float], float]:
+    """Seconds of each of ``repeats`` fits (the fastest, least disturbed by other load, counts)
+    and the test macro-F1.
 
     Both sides run under the same BLAS/OpenMP thread cap, so the speed-up reflects the models'
     configuration, not thread oversubscription.
@@ -91,18 +92,28 @@ def _fit_and_score(
                     fitted.fit(train.X, train.y)
             seconds.append(clock.seconds)
         predicted = fitted.predict(test.X)
-    return min(seconds), float(f1_score(test.y, predicted, average="macro", zero_division=0))
+    return seconds, float(f1_score(test.y, predicted, average="macro", zero_division=0))
 
 
-def _tuned_params(paths: RunPaths, name: str) -> tuple[dict[str, Any] | None, float | None]:
+def _tuned_params(paths: RunPaths, name: str) -> tuple[dict[str, Any] | None, float | None, dict[str, Any] | None]:
+    """Tuned parameters, search seconds and how they were selected, from ``results/<name>.json``."""
     path = paths.result_json(name)
     if not path.exists():
-        return None, None
+        return None, None, None
     try:
         result = load_result(path)
     except (ValueError, OSError):
-        return None, None
-    return result.config.get("params"), result.cost.search_seconds
+        return None, None, None
+    config = result.config
+    selection = {
+        key: config.get(key)
+        for key in ("selection_rule", "cv_macro_f1", "cv_macro_f1_best", "best_cv_params", "selection_threshold")
+    }
+    return config.get("params"), result.cost.search_seconds, selection
+
+
+def _spread(seconds: list[float]) -> dict[str, float]:
+    return {"min": min(seconds), "median": float(np.median(seconds)), "max": max(seconds)}
 
 
 def bench_classical(
@@ -137,14 +148,13 @@ def bench_classical(
 
     rows = []
     for name in tqdm(names, desc="bench classical", unit="model", disable=not progress):
-        params, search_seconds = _tuned_params(paths, name)
+        params, search_seconds, selection = _tuned_params(paths, name)
         library = library_for(name, backend)
         ours = ClassicalModel(name, library, params, seed, n_jobs)
-        ours_seconds, ours_f1 = _fit_and_score(ours, train, test, groups=True, repeats=repeats, n_jobs=n_jobs)
+        ours_runs, ours_f1 = _fit_and_score(ours, train, test, groups=True, repeats=repeats, n_jobs=n_jobs)
         notebook, description = notebook_estimator(name, seed)
-        notebook_seconds, notebook_f1 = _fit_and_score(
-            notebook, train, test, groups=False, repeats=repeats, n_jobs=n_jobs
-        )
+        notebook_runs, notebook_f1 = _fit_and_score(notebook, train, test, groups=False, repeats=repeats, n_jobs=n_jobs)
+        ours_seconds, notebook_seconds = min(ours_runs), min(notebook_runs)
         rows.append(
             {
                 "model": name,
@@ -154,11 +164,18 @@ def bench_classical(
                     "params_source": f"results/{name}.json (tuned)"
                     if params is not None
                     else "defaults (no tuned result yet)",
+                    "selection": selection,
                     "fit_seconds": ours_seconds,
+                    "fit_seconds_spread": _spread(ours_runs),
                     "search_seconds_from_result": search_seconds,
                     "test_macro_f1": ours_f1,
                 },
-                "notebook": {"estimator": description, "fit_seconds": notebook_seconds, "test_macro_f1": notebook_f1},
+                "notebook": {
+                    "estimator": description,
+                    "fit_seconds": notebook_seconds,
+                    "fit_seconds_spread": _spread(notebook_runs),
+                    "test_macro_f1": notebook_f1,
+                },
                 "speedup": notebook_seconds / ours_seconds if ours_seconds > 0 else None,
             }
         )
@@ -168,6 +185,8 @@ def bench_classical(
     ours_f1 = float(np.mean([row["ours"]["test_macro_f1"] for row in rows]))
     notebook_f1 = float(np.mean([row["notebook"]["test_macro_f1"] for row in rows]))
     speedup = notebook_total / ours_total if ours_total > 0 else None
+    ours_median = sum(row["ours"]["fit_seconds_spread"]["median"] for row in rows)
+    notebook_median = sum(row["notebook"]["fit_seconds_spread"]["median"] for row in rows)
     report = {
         "benchmark": "classical",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -198,6 +217,7 @@ def bench_classical(
         "ours_fit_seconds_total": ours_total,
         "notebook_fit_seconds_total": notebook_total,
         "speedup": speedup,
+        "speedup_of_medians": notebook_median / ours_median if ours_median > 0 else None,
         "ours_mean_macro_f1": ours_f1,
         "notebook_mean_macro_f1": notebook_f1,
         "target": {

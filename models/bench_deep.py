@@ -11,19 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.deep_build import build_model, count_parameters, example_input, make_loaders
+from models.deep_config import DeepConfig
+from models.deep_runtime import amp_dtype, autocast, prepare_model, use_channels_last
+from models.deep_training import make_optimizer
 from models.distributed import DistContext
-from models.train_deep import (
-    DeepConfig,
-    amp_dtype,
-    autocast,
-    build_model,
-    count_parameters,
-    example_input,
-    make_loaders,
-    make_optimizer,
-    prepare_model,
-    use_channels_last,
-)
 from pipelines.records import class_names, read_videos_csv
 from pipelines.runfiles import RunPaths, atomic_write_json
 

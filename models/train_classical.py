@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 
 from analysis.efficiency import PeakMemory, file_size_bytes, timed
 from analysis.metrics import classification_metrics
-from models.classical import MODEL_NAMES, NEEDS_SCALING, PARAM_GRIDS, ClassicalModel, library_for
+from models.classical import BASE_PARAMS, MODEL_NAMES, NEEDS_SCALING, PARAM_GRIDS, ClassicalModel, fit_cost, library_for
 from models.schema import Cost, LearningCurvePoint, ModelResult, Prediction, load_result, save_result
 from pipelines.runfiles import RunPaths, atomic_path, fingerprint
 
 LEARNING_CURVE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
+SELECTION_RULES = ("one-se", "best")
 
 
 @dataclass
@@ -42,10 +43,17 @@ class ClassicalConfig:
     # Threads per fit for rf/knn/gb. 1: no oversubscription on shared CI cores, and the same
     # thread count as the single-threaded notebook estimators; None: the library default.
     n_jobs: int | None = 1
+    # "one-se": the cheapest candidate (models.classical.fit_cost) whose CV macro-F1 is within one
+    # standard error of the best; "best": the best CV macro-F1, first in grid order on ties.
+    selection: str = "one-se"
     learning_curve_fractions: tuple[float, ...] = LEARNING_CURVE_FRACTIONS
     learning_curve_seeds: tuple[int, ...] = (0, 1, 2)
     end_to_end_videos: int = 3  # test videos decoded + featurised to time the end-to-end path
     memory_interval_s: float = 0.005
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTION_RULES:
+            raise ValueError(f"selection {self.selection!r}: use one of {', '.join(SELECTION_RULES)}")
 
     def grid(self, name: str) -> dict[str, list[Any]]:
         return (self.grids or {}).get(name, PARAM_GRIDS[name])
@@ -86,11 +94,32 @@ def split_features(features: Any) -> dict[str, SplitData]:
 
 @dataclass
 class TuningResult:
-    best_params: dict[str, Any]
-    best_score: float
-    candidates: list[dict[str, Any]]  # {"params", "mean_macro_f1", "std_macro_f1"}
+    best_params: dict[str, Any]  # the selected candidate
+    best_score: float  # its mean CV macro-F1
+    candidates: list[dict[str, Any]]  # {"params", "mean_macro_f1", "std_macro_f1", "se_macro_f1", "cost", ...}
     folds: list[tuple[np.ndarray, np.ndarray]]  # indices into the train split
     search_seconds: float
+    selection: str = "best"
+    top_params: dict[str, Any] | None = None  # the candidate with the best mean CV macro-F1
+    top_score: float | None = None
+    threshold: float | None = None  # one-se: best mean minus its standard error
+
+
+def select_candidate(candidates: list[dict[str, Any]], rule: str) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """(selected, top, threshold) among scored candidates, by ``rule``.
+
+    "best": the highest mean macro-F1 (first in grid order on ties). "one-se" (Breiman et al.'s
+    one-standard-error rule): the lowest ``cost`` among candidates whose mean is at least the top
+    mean minus the top candidate's standard error over folds; ties go to the higher mean, then
+    grid order. Differences smaller than the fold-to-fold noise do not justify a costlier model.
+    """
+    top = max(candidates, key=lambda row: row["mean_macro_f1"])  # first best wins: deterministic
+    if rule == "best":
+        return top, top, top["mean_macro_f1"]
+    threshold = top["mean_macro_f1"] - top["se_macro_f1"]
+    eligible = [row for row in candidates if row["mean_macro_f1"] >= threshold - 1e-12]
+    selected = min(eligible, key=lambda row: (row["cost"], -row["mean_macro_f1"]))
+    return selected, top, threshold
 
 
 def group_cv_folds(train: SplitData, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -117,23 +146,47 @@ def tune_model(
     n_splits: int = 3,
     seed: int = 0,
     n_jobs: int | None = None,
+    selection: str = "one-se",
 ) -> TuningResult:
-    """Grid search by macro-F1 with group-aware CV. Sees the train split only, by signature."""
+    """Grid search by macro-F1 with group-aware CV. Sees the train split only, by signature.
+
+    ``selection``: "one-se" or "best" (:func:`select_candidate`).
+    """
     with timed() as clock:
         folds = group_cv_folds(train, n_splits, seed)
         candidates = []
         for params in param_candidates(grid):
-            scores = []
+            scores, seconds = [], []
             for fit_rows, score_rows in folds:
                 model = ClassicalModel(name, library, params, seed, n_jobs)
-                model.fit(train.X[fit_rows], train.y[fit_rows], groups=train.groups[fit_rows])
+                with timed() as fit_clock:
+                    model.fit(train.X[fit_rows], train.y[fit_rows], groups=train.groups[fit_rows])
+                seconds.append(fit_clock.seconds)
                 predicted = model.predict(train.X[score_rows])
                 scores.append(f1_score(train.y[score_rows], predicted, average="macro", zero_division=0))
             candidates.append(
-                {"params": params, "mean_macro_f1": float(np.mean(scores)), "std_macro_f1": float(np.std(scores))}
+                {
+                    "params": params,
+                    "mean_macro_f1": float(np.mean(scores)),
+                    "std_macro_f1": float(np.std(scores)),
+                    # standard error of the mean over folds (sample standard deviation / sqrt(folds))
+                    "se_macro_f1": float(np.std(scores, ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0,
+                    "cost": fit_cost(name, params, int(train.X.shape[1])),
+                    "mean_fit_seconds": float(np.mean(seconds)),
+                }
             )
-        best = max(candidates, key=lambda row: row["mean_macro_f1"])  # first best wins: deterministic
-    return TuningResult(best["params"], best["mean_macro_f1"], candidates, folds, clock.seconds)
+        selected, top, threshold = select_candidate(candidates, selection)
+    return TuningResult(
+        selected["params"],
+        selected["mean_macro_f1"],
+        candidates,
+        folds,
+        clock.seconds,
+        selection=selection,
+        top_params=top["params"],
+        top_score=top["mean_macro_f1"],
+        threshold=threshold,
+    )
 
 
 def fit_final(
@@ -228,6 +281,20 @@ def _device(library: str, backend: Any) -> str:
     return f"cuda ({gpu_name})" if on_gpu and gpu_name else ("cuda" if on_gpu else "cpu")
 
 
+def _spec_of(videos_csv: Path, features: Any, given: Any = None) -> Any:
+    """The FeatureSpec, among the given one, the default and the profiles', that made ``features``."""
+    from pipelines.feature_store import features_fingerprint
+    from pipelines.features import FeatureSpec
+    from pipelines.workflow import PROFILES
+
+    candidates = [given] if given is not None else []
+    candidates += [FeatureSpec()] + [profile.features_spec() for profile in PROFILES.values()]
+    for candidate in candidates:
+        if features_fingerprint(videos_csv, candidate) == str(features.fingerprint):
+            return candidate
+    return None
+
+
 def measure_decode_features_seconds(
     run_dir: str | os.PathLike[str], backend: Any, features: Any, *, n_videos: int = 3, spec: Any = None
 ) -> tuple[float | None, str]:
@@ -235,19 +302,19 @@ def measure_decode_features_seconds(
 
     Runs the features stage's own path (loader + kernel, batch size 1) on up to ``n_videos``
     test videos and takes the median interval between consecutive videos, so the one-off loader
-    start-up is not charged to each video. Only when ``spec`` (default: ``FeatureSpec()``)
-    reproduces the fingerprint of ``features``, i.e. it is the spec the matrix was made with.
+    start-up is not charged to each video. Uses the spec the matrix was made with: the first of
+    ``spec``, ``FeatureSpec()`` and the workflow profiles' specs that reproduces the fingerprint
+    of ``features`` (features.npz stores the fingerprint, not the spec).
     """
-    from pipelines.feature_store import features_fingerprint, iter_feature_batches
-    from pipelines.features import FeatureSpec
+    from pipelines.feature_store import iter_feature_batches
     from pipelines.records import read_videos_csv
 
     paths = RunPaths(run_dir)
-    spec = spec or FeatureSpec()
     if n_videos < 1 or not paths.videos_csv.exists():
         return None, "not measured: no videos.csv in the run directory"
-    if features_fingerprint(paths.videos_csv, spec) != str(features.fingerprint):
-        return None, "not measured: the features were made with another FeatureSpec than the one given"
+    spec = _spec_of(paths.videos_csv, features, spec)
+    if spec is None:
+        return None, "not measured: features made with a FeatureSpec other than the given, default or profiles'"
     test_ids = set(np.asarray(features.video_ids)[np.asarray(features.splits) == "test"].astype(str))
     records = [record for record in read_videos_csv(paths.videos_csv) if record.video_id in test_ids][: n_videos + 1]
     if not records:
@@ -277,7 +344,14 @@ def _config_dict(config: ClassicalConfig) -> dict[str, Any]:
 
 def _model_fingerprint(features: Any, name: str, library: str, config: ClassicalConfig) -> str:
     # What changes the fitted model or its measured costs; the learning curve is handled apart.
-    settings = {"seed": config.seed, "cv_folds": config.cv_folds, "n_jobs": config.n_jobs, "grid": config.grid(name)}
+    settings = {
+        "seed": config.seed,
+        "cv_folds": config.cv_folds,
+        "n_jobs": config.n_jobs,
+        "grid": config.grid(name),
+        "selection": config.selection,
+        "base": BASE_PARAMS[name],
+    }
     return fingerprint(str(getattr(features, "fingerprint", "")), name, library, settings)
 
 
@@ -290,9 +364,30 @@ def _curve_settings(config: ClassicalConfig) -> dict[str, Any]:
     }
 
 
-def _test_protocol(folds: int) -> str:
+def _selection_text(rule: str) -> str:
+    scored = "macro-F1, mean over StratifiedGroupKFold folds of the train split"
+    if rule == "one-se":
+        return (
+            f"one-standard-error rule on {scored}: the lowest fit cost (models.classical.fit_cost) among "
+            "candidates within one standard error (over folds) of the best mean"
+        )
+    return scored
+
+
+def _class_scores_text(model: ClassicalModel) -> str:
+    method = getattr(model, "score_method_", "predict_proba")
+    if model.name != "svm":
+        return method
+    if method == "calibrated":
+        return "calibrated (CalibratedClassifierCV sigmoid, ensemble=False)"
+    return f"uncalibrated: softmax of the SVC's one-vs-rest decision values ({method.split(': ', 1)[-1]})"
+
+
+def _test_protocol(folds: int, rule: str) -> str:
+    chosen = " (one-standard-error rule: the cheapest candidate within one standard error of the best)"
     return (
-        f"Hyper-parameters chosen by macro-F1 with {folds}-fold StratifiedGroupKFold on the train split only; "
+        f"Hyper-parameters chosen by macro-F1 with {folds}-fold StratifiedGroupKFold on the train split only"
+        f"{chosen if rule == 'one-se' else ''}; "
         "refitted on the whole train split; validation split scored; test split (groups disjoint from train) "
         "predicted once, after all fitting."
     )
@@ -326,7 +421,14 @@ def _train_one(name: str, library: str, ctx: _RunContext, with_curve: bool) -> M
     cuda = library in ("cuml", "xgboost-cuda")
 
     tuning = tune_model(
-        name, library, train, config.grid(name), n_splits=config.cv_folds, seed=config.seed, n_jobs=config.n_jobs
+        name,
+        library,
+        train,
+        config.grid(name),
+        n_splits=config.cv_folds,
+        seed=config.seed,
+        n_jobs=config.n_jobs,
+        selection=config.selection,
     )
     model, fit_seconds, fit_memory = fit_final(
         name,
@@ -376,11 +478,13 @@ def _train_one(name: str, library: str, ctx: _RunContext, with_curve: bool) -> M
         "cv_folds": len(tuning.folds),
         "cv_macro_f1": tuning.best_score,
         "cv_results": tuning.candidates,
-        "selection": "macro-F1, mean over StratifiedGroupKFold folds of the train split",
+        "selection": _selection_text(tuning.selection),
+        "selection_rule": tuning.selection,
+        "cv_macro_f1_best": tuning.top_score,
+        "best_cv_params": tuning.top_params,
+        "selection_threshold": tuning.threshold,
         "standardised": name in NEEDS_SCALING,
-        "class_scores": "calibrated (CalibratedClassifierCV sigmoid, ensemble=False)"
-        if name == "svm"
-        else "predict_proba",
+        "class_scores": _class_scores_text(model),
         "n_train_videos": len(train),
         "n_val_videos": len(val),
         "n_features": int(train.X.shape[1]),
@@ -398,7 +502,7 @@ def _train_one(name: str, library: str, ctx: _RunContext, with_curve: bool) -> M
         seed=config.seed,
         config=result_config,
         class_names=ctx.class_names,
-        test_protocol=_test_protocol(len(tuning.folds)),
+        test_protocol=_test_protocol(len(tuning.folds), tuning.selection),
         predictions=_predictions(test, test_scores),
         metrics=metrics,
         cost=Cost(

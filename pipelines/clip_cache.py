@@ -6,8 +6,10 @@ centre-crops cached frames), except that a source is upscaled by at most
 :data:`MAX_CACHE_UPSCALE` (a 120p demo video is not stored at 256p for 224 crops: the pipeline
 resizes those crops itself). Next to it, a small JSON sidecar holds the source's signature
 (resolved path, size, mtime). Later epochs and
-stages memory-map the ``.npy`` and copy out only the sampled frames. An entry whose source
-changed is a miss and is overwritten; writes are atomic (``runfiles.atomic_path``).
+stages read only the sampled frames out of the ``.npy`` (:meth:`ClipCache.entry`, one ``pread``
+per frame: no memory map to set up and fault in, no header to parse) or memory-map it
+(:meth:`ClipCache.load`). An entry whose source changed is a miss and is overwritten; writes
+are atomic (``runfiles.atomic_path``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -116,17 +119,62 @@ def decode_frames(
     return np.stack([decoded[int(i)] for i in wanted])
 
 
+@dataclass(frozen=True)
+class CachedVideo:
+    """A valid cache entry: (T, H, W, 3) uint8 frames stored from byte ``offset`` of ``path``."""
+
+    path: Path
+    shape: tuple[int, int, int, int]
+    offset: int
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """The frames at ``indices`` (in that order) as a new C-contiguous array."""
+        frame_bytes = self.shape[1] * self.shape[2] * self.shape[3]
+        out = np.empty((len(indices), *self.shape[1:]), np.uint8)
+        with open(self.path, "rb", buffering=0) as handle:
+            descriptor = handle.fileno()
+            for row, index in enumerate(indices):
+                if not 0 <= index < self.shape[0]:
+                    raise IndexError(f"frame {index} out of range for {self.shape[0]} cached frames")
+                if os.preadv(descriptor, [out[row]], self.offset + int(index) * frame_bytes) != frame_bytes:
+                    raise OSError(f"{self.path}: truncated cache entry")
+        return out
+
+
 class ClipCache:
-    """Decoded frames of whole videos at one short side, memory-mapped on read."""
+    """Decoded frames of whole videos at one short side, read frame by frame or memory-mapped."""
 
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
         self.cache_dir = Path(cache_dir)
+        self._entries: dict[tuple[str, int], tuple[Path, Path]] = {}
 
     def _entry(self, source: str | os.PathLike[str], short_side: int) -> tuple[Path, Path]:
+        known = self._entries.get((str(source), short_side))
+        if known is not None:
+            return known
         name = Path(source).stem
-        key = hashlib.sha256(str(Path(source).resolve()).encode("utf-8")).hexdigest()[:12]
+        key = hashlib.sha256(os.path.realpath(source).encode("utf-8")).hexdigest()[:12]
         base = self.cache_dir / f"v{CACHE_FORMAT}-s{short_side}" / f"{name}-{key}"
-        return base.with_suffix(".npy"), base.with_suffix(".json")
+        paths = base.with_suffix(".npy"), base.with_suffix(".json")
+        self._entries[(str(source), short_side)] = paths
+        return paths
+
+    def entry(self, source: str | os.PathLike[str], short_side: int) -> CachedVideo | None:
+        """The valid entry of ``source`` (nothing read but its sidecar), or None when missing or
+        stale. The frames are the last bytes of the ``.npy`` (uint8, C order, shape from the
+        sidecar), so their offset follows from the file size without parsing the header."""
+        frames_path, meta_path = self._entry(source, short_side)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("source") != file_signature(source):
+                return None
+            shape = tuple(int(v) for v in meta["shape"])
+            offset = frames_path.stat().st_size - int(np.prod(shape))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if len(shape) != 4 or offset < 10:
+            return None
+        return CachedVideo(frames_path, shape, offset)  # type: ignore[arg-type]
 
     def load(self, source: str | os.PathLike[str], short_side: int) -> np.ndarray | None:
         """The cached frames (read-only memory map), or None when missing or stale."""
@@ -154,9 +202,13 @@ class ClipCache:
         frames = self.load(source, short_side)
         if frames is not None:
             return frames, True
+        return self.decode_and_store(source, short_side), False
+
+    def decode_and_store(self, source: str | os.PathLike[str], short_side: int) -> np.ndarray:
+        """Decode the whole video at ``short_side`` (upscaling at most MAX_CACHE_UPSCALE), store it."""
         frames = decode_frames(source, short_side=short_side, max_upscale=MAX_CACHE_UPSCALE)
         self.store(source, short_side, frames)
-        return frames, False
+        return frames
 
     def cache_size_bytes(self) -> int:
         if not self.cache_dir.exists():

@@ -190,16 +190,30 @@ def centre_crop_window(height: int, width: int, spec: ClipSpec) -> tuple[np.ndar
     return start, (start + np.array([rel_h, rel_w], np.float32)).astype(np.float32)
 
 
+def window_matrix(start: np.ndarray, end: np.ndarray, frame_size: tuple[int, int], output_size: int) -> np.ndarray:
+    """The (3, 3) map from output pixel coordinates to source pixel coordinates that resamples the
+    relative ``[y, x]`` window ``start``..``end`` of a (height, width) frame onto an
+    ``output_size`` square (continuous coordinates, like :func:`augmentation_matrix`)."""
+    height, width = frame_size
+    scale_y = float(end[0] - start[0]) * height / output_size
+    scale_x = float(end[1] - start[1]) * width / output_size
+    return np.array(
+        [[scale_x, 0, float(start[1]) * width], [0, scale_y, float(start[0]) * height], [0, 0, 1]], np.float32
+    )
+
+
 def augmentation_matrix(
     aug: Augmentation, drawn_size: tuple[int, int], frame_size: tuple[int, int], output_size: int
 ) -> np.ndarray:
-    """The (2, 3) affine map from output pixel coordinates to source pixel coordinates.
+    """The affine map from output pixel coordinates to source pixel coordinates, as a (3, 3)
+    homogeneous matrix (last row ``0 0 1``; its first two rows are the 2x3 affine map).
 
     Output (``output_size`` square) -> rotate by ``aug.angle`` about the centre -> mirror if
     ``aug.flip`` -> scale into ``aug.crop``. The crop was drawn on a frame of ``drawn_size``
     (height, width) and is rescaled to the frame actually fed (``frame_size``), so the same
     draw means the same crop on a cached, resized copy. Continuous coordinates (pixel centres
-    at +0.5), as DALI's ``warp_affine`` uses them.
+    at +0.5), as DALI's ``warp_affine`` and ``experimental.warp_perspective`` (with
+    ``pixel_origin="corner"``) use them.
     """
     scale_y, scale_x = frame_size[0] / drawn_size[0], frame_size[1] / drawn_size[1]
     x, y, w, h = aug.crop
@@ -213,7 +227,7 @@ def augmentation_matrix(
     crop = np.array(
         [[w * scale_x / output_size, 0, x * scale_x], [0, h * scale_y / output_size, y * scale_y], [0, 0, 1]]
     )
-    return (crop @ mirror @ rotate)[:2].astype(np.float32)
+    return (crop @ mirror @ rotate).astype(np.float32)
 
 
 def jitter_normalization(

@@ -8,14 +8,16 @@ Each clip is ``spec.frames`` frames a fixed ``stride`` apart (:func:`feature_str
 videos get a longer step, up to ``spec.max_stride``), centred in the video; videos are grouped by
 stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second).
 
-The file carries a fingerprint of ``videos.csv``, the :class:`FeatureSpec` and the kernel
-version; a rerun with the same inputs loads it instead of recomputing. Videos that fail to decode
-are listed in ``rejected.csv`` (stage ``features``) and left out of the matrix.
+The file carries the :class:`FeatureSpec` it was computed with (JSON, ``FeatureSet.spec``) and a
+fingerprint of ``videos.csv``, that spec and the kernel version; a rerun with the same inputs
+loads it instead of recomputing (a file from before the spec was stored is recomputed). Videos
+that fail to decode are listed in ``rejected.csv`` (stage ``features``) and left out of the matrix.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -54,6 +56,9 @@ class FeatureSet:
     groups: np.ndarray  # (N,) str
     class_names: np.ndarray  # (C,) str, indexed by label
     fingerprint: str
+    # The kernel settings the matrix was computed with (stored in the file); None only for
+    # matrices made by hand (synthetic data in tests), never for files of the `features` stage.
+    spec: FeatureSpec | None = None
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -74,8 +79,10 @@ def save_features(path: str | os.PathLike[str], features: FeatureSet) -> None:
     """Write ``features`` to an ``.npz`` file atomically (never a half-written file)."""
     arrays: dict[str, Any] = {}
     for item in fields(FeatureSet):
-        value = getattr(features, item.name)
-        arrays[item.name] = np.asarray(value) if item.name != "fingerprint" else np.array(value)
+        if item.name != "spec":
+            value = getattr(features, item.name)
+            arrays[item.name] = np.asarray(value) if item.name != "fingerprint" else np.array(value)
+    arrays["spec"] = np.array(spec_to_json(features.spec))
     arrays["X"] = arrays["X"].astype(np.float32)
     arrays["labels"] = arrays["labels"].astype(np.int64)
     for name in ("feature_names", "feature_groups", "video_ids", "splits", "groups", "class_names"):
@@ -86,17 +93,41 @@ def save_features(path: str | os.PathLike[str], features: FeatureSet) -> None:
             np.savez(handle, **arrays)
 
 
+def spec_to_json(spec: FeatureSpec | None) -> str:
+    """The JSON text stored in ``features.npz`` for ``spec`` ("" for a hand-made matrix)."""
+    return "" if spec is None else json.dumps(spec.to_dict(), sort_keys=True)
+
+
+def spec_from_json(text: str) -> FeatureSpec | None:
+    """Inverse of :func:`spec_to_json`; raises ``ValueError`` on settings this version lacks."""
+    if not text:
+        return None
+    try:
+        return FeatureSpec(**json.loads(text))
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable feature settings {text!r}: {exc}") from exc
+
+
 def load_features(path: str | os.PathLike[str]) -> FeatureSet:
     """Read a file written by :func:`save_features`."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `python cli.py features --run {path.parent}` first")
+    fix = f"rerun `python cli.py features --run {path.parent} --force`"
     with np.load(path, allow_pickle=False) as data:
         missing = {item.name for item in fields(FeatureSet)} - set(data.files)
+        if missing == {"spec"}:
+            raise ValueError(
+                f"{path} was written by an older version without its feature settings (FeatureSpec); {fix}"
+            )
         if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}; rerun `python cli.py features --force`")
+            raise ValueError(f"{path}: missing arrays {sorted(missing)}; {fix}")
         values = {item.name: data[item.name] for item in fields(FeatureSet)}
     values["fingerprint"] = str(values["fingerprint"])
+    try:
+        values["spec"] = spec_from_json(str(values["spec"]))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; {fix}") from exc
     return FeatureSet(**values)
 
 
@@ -221,7 +252,7 @@ def extract_features(
             existing = load_features(paths.features_npz)
         except (ValueError, OSError):
             existing = None
-        if existing is not None and existing.fingerprint == expected:
+        if existing is not None and existing.fingerprint == expected and existing.spec == spec:
             return existing
 
     rows: dict[str, np.ndarray] = {}
@@ -246,6 +277,7 @@ def extract_features(
         groups=np.array([record.group for record in kept]),
         class_names=np.array(class_names(records)),
         fingerprint=expected,
+        spec=spec,
     )
     save_features(paths.features_npz, features)
     return features

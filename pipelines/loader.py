@@ -2,12 +2,14 @@
 
 Per video, frames come from (first that applies):
 
-1. the decoded-clip cache (``cache_dir``): memory-mapped frames, sampled in NumPy;
+1. the decoded-clip cache (``cache_dir``): only the sampled frames are read;
 2. DALI's video decoder fed with the file's bytes: NVDEC on a GPU backend (H.264, HEVC,
    MPEG-4, AV1, VP8/9, MJPEG), libavcodec on the CPU for VP8/VP9/MJPEG;
 3. PyAV (other codecs on the CPU, and the fallback when DALI rejects a file).
 
 Videos are prepared on a thread pool one batch ahead while DALI augments the current batch.
+DALI reads the prepared arrays in place and its CPU outputs become the batch tensors without a
+copy (see :func:`_to_torch`).
 Evaluation yields every (video, clip) of the shard exactly once, in order, including a smaller
 last batch. A video that fails to decode is skipped, listed in :attr:`ClipLoader.rejected` and
 appended to ``RUN_DIR/rejected.csv``; the loader carries on.
@@ -38,6 +40,7 @@ from pipelines.clips import (
     jitter_normalization,
     shard_indices,
     train_indices,
+    window_matrix,
 )
 from pipelines.records import VideoRecord
 from pipelines.runfiles import append_rejected
@@ -76,9 +79,10 @@ class _ClipInput:
 
     @property
     def source(self) -> str:
-        if self.frames is None:
-            return "encoded"
-        return "cached" if self.resized else "frames"
+        """The pipeline route: "encoded", "frames" or "cached"; "+warp" for evaluation windows
+        that are only enlarged (fed as a warp ``affine`` instead of a crop window)."""
+        route = "encoded" if self.frames is None else ("cached" if self.resized else "frames")
+        return route + "+warp" if self.arguments.keys() == {"affine"} else route
 
 
 class ClipLoader:
@@ -189,6 +193,9 @@ class ClipLoader:
             if resized:
                 return {}
             start, end = centre_crop_window(frame_size[0], frame_size[1], self.spec)
+            window = (end - start) * np.array(frame_size)
+            if window.max() <= self.spec.size:  # only enlarged: a warp samples the same pixels, faster
+                return {"affine": window_matrix(start, end, frame_size, self.spec.size)}
             return {"crop_start": start, "crop_end": end}
         record = self.records[video]
         drawn_size = (record.height, record.width) if record.height > 0 and record.width > 0 else frame_size
@@ -205,18 +212,22 @@ class ClipLoader:
         """Inputs for the given clips of one video (runs on the decode thread pool)."""
         record = self.records[video]
         if self.cache is not None:
-            frames, hit = self.cache.load_or_decode(record.path, self.spec.short_side)
-            if hit:
+            cached = self.cache.entry(record.path, self.spec.short_side)
+            if cached is not None:
                 self.cache_hits += 1
+                shape, read = cached.shape, cached.read
             else:
                 self.cache_misses += 1
-            resized = min(frames.shape[1:3]) == self.spec.short_side
+                frames = self.cache.decode_and_store(record.path, self.spec.short_side)
+                shape, read = frames.shape, (lambda indices: np.ascontiguousarray(frames[indices]))
+            frame_size = (int(shape[1]), int(shape[2]))
+            resized = min(frame_size) == self.spec.short_side
             inputs = {}
             for clip in clips:
-                indices, rng = self._sample(video, clip, len(frames))
+                indices, rng = self._sample(video, clip, int(shape[0]))
                 inputs[clip] = _ClipInput(
-                    frames=np.ascontiguousarray(frames[indices]),
-                    arguments=self._arguments(rng, video, frames.shape[1:3], resized=resized),
+                    frames=read(indices),
+                    arguments=self._arguments(rng, video, frame_size, resized=resized),
                     resized=resized,
                 )
             return inputs
@@ -258,15 +269,17 @@ class ClipLoader:
             append_rejected(self.run_dir, record.path, reason, self.stage)
 
     def _pipeline(self, route: str):  # type: ignore[no-untyped-def]
-        """The DALI pipeline of one input route: "encoded", "frames" or "cached" (resized frames)."""
+        """The DALI pipeline of one input route (see :attr:`_ClipInput.source`)."""
         if route not in self._pipes:
             from pipelines.dali_pipelines import build_clip_pipeline
 
+            source, _, geometry = route.partition("+")
             self._pipes[route] = build_clip_pipeline(
                 self.spec,
                 self.device,
-                "encoded" if route == "encoded" else "frames",
-                resized=route == "cached",
+                "encoded" if source == "encoded" else "frames",
+                resized=source == "cached",
+                geometry=geometry or "resize",
                 batch_size=self.batch_size,
                 num_threads=self.num_threads,
                 seed=self.seed,
@@ -275,7 +288,9 @@ class ClipLoader:
 
     def _run_pipeline(self, route: str, inputs: list[_ClipInput]) -> Any:
         pipe = self._pipeline(route)
-        if route == "encoded":
+        # The frame/byte sources are no_copy (see dali_pipelines): ``inputs`` keeps the arrays
+        # alive and unchanged until run() has returned.
+        if route.startswith("encoded"):
             pipe.feed_input("encoded", [item.encoded for item in inputs])
             pipe.feed_input("indices", [item.indices for item in inputs])
         else:
@@ -298,10 +313,10 @@ class ClipLoader:
             if item in inputs:
                 by_route.setdefault(inputs[item].source, []).append(item)
         outputs: list[tuple[list[tuple[int, int]], Any]] = []
-        if "encoded" in by_route:
-            encoded_items = by_route.pop("encoded")
+        for route in [route for route in by_route if route.startswith("encoded")]:
+            encoded_items = by_route.pop(route)
             try:
-                outputs.append((encoded_items, self._run_pipeline("encoded", [inputs[i] for i in encoded_items])))
+                outputs.append((encoded_items, self._run_pipeline(route, [inputs[i] for i in encoded_items])))
             except RuntimeError:
                 # DALI fails the whole batch on one bad file: decode these with PyAV instead.
                 for video in dict.fromkeys(v for v, _ in encoded_items):
@@ -310,7 +325,7 @@ class ClipLoader:
                     try:
                         for clip, item in self._decode_with_pyav(video, sampled).items():
                             inputs[(video, clip)] = item
-                            by_route.setdefault("frames", []).append((video, clip))
+                            by_route.setdefault(item.source, []).append((video, clip))
                     except DecodeError as exc:
                         self._reject(video, str(exc))
         for route, items in by_route.items():
@@ -350,9 +365,12 @@ class ClipLoader:
 
 
 def _to_torch(tensor_list: Any) -> torch.Tensor:
-    """A DALI batch of equal-shape samples as one torch tensor on the same device: a single copy
-    out of DALI's buffers (DALI reuses them on the next run). GPU outputs stay on the GPU."""
+    """A DALI batch of equal-shape samples as one torch tensor on the same device. CPU outputs
+    are shared without a copy where DALI's dynamic executor does not reuse an output buffer while
+    the tensor holds it (DALI >= 1.44), else copied once; GPU outputs are copied once, on the GPU."""
     from nvidia.dali.backend import TensorGPU
+
+    from pipelines.dali_pipelines import outputs_outlive_next_run
 
     dense = tensor_list.as_tensor()
     if isinstance(dense, TensorGPU):
@@ -363,7 +381,7 @@ def _to_torch(tensor_list: Any) -> torch.Tensor:
         )
         feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream())
         return out
-    return torch.from_numpy(np.array(dense))
+    return torch.from_numpy(np.asarray(dense) if outputs_outlive_next_run() else np.array(dense))
 
 
 def make_clip_loader(

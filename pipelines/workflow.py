@@ -39,7 +39,7 @@ class Profile:
     split_seed: int = 0
 
     def deep_config(self, model: str) -> Any:
-        from models.train_deep import DeepConfig
+        from models.deep_config import DeepConfig
 
         return DeepConfig.for_profile(model, self.name, **self.deep_overrides.get(model, {}))
 
@@ -111,7 +111,7 @@ def _weights_or_scratch(config: Any) -> Any:
     """The config, or the same with ``weights="none"`` when its pretrained weights are not on disk
     (nothing is downloaded at run time); the result file records the weights used."""
     from models import pretrained
-    from models.train_deep import build_model
+    from models.deep_build import build_model
 
     if not pretrained.is_pretrained(config.weights):
         return config

@@ -60,3 +60,24 @@ def make_run(root: Path, clips_per_group: int = 1, codec: str = "mjpeg") -> Path
     run_dir.mkdir(parents=True, exist_ok=True)
     write_videos_csv(run_dir / "videos.csv", records)
     return run_dir
+
+
+# Sizes below the tiny profile's 32 px: the deep tests train several times.
+TEST_SIZE = {"cnn2d": 24, "cnn3d": 16}
+
+
+def tiny_config(model: str, **overrides):
+    """The ``tiny`` profile with ``overrides``."""
+    from models.deep_config import DeepConfig
+
+    return DeepConfig.for_profile(model, "tiny", **overrides)
+
+
+def records_and_loaders(run_dir: Path, config, backend):
+    """The run's records and its train/val/test clip loaders for ``config`` (one process)."""
+    from models.deep_build import make_loaders
+    from models.distributed import DistContext
+    from pipelines.records import read_videos_csv
+
+    records = read_videos_csv(run_dir / "videos.csv")
+    return records, make_loaders(records, config, backend, DistContext(), run_dir)

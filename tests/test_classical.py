@@ -9,6 +9,7 @@ from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from models.classical import (
     BASE_PARAMS,
@@ -17,6 +18,7 @@ from models.classical import (
     PARAM_GRIDS,
     calibration_folds,
     estimator_spec,
+    fit_cost,
     library_for,
     make_estimator,
 )
@@ -66,7 +68,7 @@ def test_labels_are_encoded_consistently_with_class_order(splits) -> None:  # ty
 def test_standardisation_is_fitted_on_training_rows_only(name: str, splits) -> None:  # type: ignore[no-untyped-def]
     train = splits["train"]
     model = make_estimator(name, "sklearn").fit(train.X, train.y, groups=train.groups)
-    pipeline = model.model_.calibrated_classifiers_[0].estimator if name == "svm" else model.model_
+    pipeline = model.model_
     assert isinstance(pipeline, Pipeline) and isinstance(pipeline.steps[0][1], StandardScaler)
     np.testing.assert_allclose(
         pipeline.steps[0][1].mean_, train.X.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-6
@@ -76,10 +78,61 @@ def test_standardisation_is_fitted_on_training_rows_only(name: str, splits) -> N
 def test_svm_scores_are_calibrated_on_group_aware_folds(splits) -> None:  # type: ignore[no-untyped-def]
     train = splits["train"]
     model = make_estimator("svm", "sklearn").fit(train.X, train.y, groups=train.groups)
-    assert isinstance(model.model_, CalibratedClassifierCV) and model.model_.ensemble is False
-    for fit_rows, calibrate_rows in calibration_folds(train.y, train.groups, seed=0):
+    calibration = model.model_.steps[-1][1]
+    assert isinstance(calibration, CalibratedClassifierCV) and calibration.ensemble is False
+    folds = calibration_folds(train.y, train.groups, seed=0)
+    assert len(folds) == 3
+    scored = np.concatenate([calibrate_rows for _, calibrate_rows in folds])
+    assert sorted(scored) == list(range(len(train)))  # every video calibrated once
+    for fit_rows, calibrate_rows in folds:
         assert not set(train.groups[fit_rows]) & set(train.groups[calibrate_rows])
-        assert len(np.unique(train.y[fit_rows])) == 3
+        assert len(np.unique(train.y[fit_rows])) == 3 and len(np.unique(train.y[calibrate_rows])) == 3
+
+
+def test_svm_scores_on_a_tiny_real_feature_matrix_follow_the_svm(splits) -> None:  # type: ignore[no-untyped-def]
+    # 30 training videos: the out-of-fold decision values are noise and Platt sigmoids come out
+    # decreasing, which used to invert the SVC's ranking (0 accuracy on the tiny profile).
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    model = make_estimator("svm", "sklearn", n_jobs=1).fit(train.X, train.y, groups=train.groups)
+    svc = Pipeline([("scale", StandardScaler()), ("svc", SVC(kernel="rbf"))]).fit(train.X, train.y)
+    for rows in (val, test):
+        proba = model.predict_proba(rows.X)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+        if model.score_method_ == "calibrated":
+            calibrators = model.model_.steps[-1][1].calibrated_classifiers_[0].calibrators
+            assert all(calibrator.a_ < 0 for calibrator in calibrators)  # rising with the decision value
+        else:
+            assert model.score_method_.startswith("softmax fallback")
+            np.testing.assert_array_equal(model.predict(rows.X), svc.predict(rows.X))
+            decision = svc.decision_function(rows.X)  # scores rank videos as the decision values do
+            np.testing.assert_allclose(np.log(proba) - np.log(proba).mean(axis=1, keepdims=True),
+                                       decision - decision.mean(axis=1, keepdims=True), atol=1e-4)
+    assert model.score_method_.startswith("softmax fallback")  # what these 30 videos give; both paths stay sound
+
+
+def test_svm_without_enough_videos_to_calibrate_falls_back_instead_of_failing(splits) -> None:  # type: ignore[no-untyped-def]
+    train = splits["train"]
+    keep = np.concatenate([np.flatnonzero(train.y == 0)[:1], np.flatnonzero(train.y != 0)])  # class 0: 1 video
+    model = make_estimator("svm", "sklearn", n_jobs=1).fit(train.X[keep], train.y[keep], groups=train.groups[keep])
+    assert model.score_method_.startswith("softmax fallback") and "at least 2" in model.score_method_
+    proba = model.predict_proba(splits["test"].X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert model.parameter_count() > 0
+
+
+def test_fit_cost_orders_cheaper_and_simpler_settings_first() -> None:
+    assert fit_cost("rf", {"n_estimators": 25}, 200) < fit_cost("rf", {"n_estimators": 100}, 200)
+    assert fit_cost("rf", {"max_depth": 8}, 200) < fit_cost("rf", {"max_depth": None}, 200)
+    assert fit_cost("rf", {"max_features": "sqrt"}, 200) < fit_cost("rf", {"max_features": 0.3}, 200)
+    assert fit_cost("gb", {"n_estimators": 25}, 200) < fit_cost("gb", {"n_estimators": 50}, 200)
+    assert fit_cost("gb", {"max_bin": 16}, 200) < fit_cost("gb", {"max_bin": 64}, 200)
+    assert fit_cost("gb", {"max_depth": 2}, 200) < fit_cost("gb", {"max_depth": 4}, 200)
+    assert fit_cost("svm", {"C": 1.0}, 200) < fit_cost("svm", {"C": 10.0}, 200)
+    assert fit_cost("svm", {"gamma": "scale"}, 200) < fit_cost("svm", {"gamma": 0.01}, 200)  # 1/200 < 0.01
+    assert fit_cost("knn", {"n_neighbors": 9, "weights": "uniform"}, 200) < fit_cost("knn", {"n_neighbors": 3}, 200)
+    assert fit_cost("logreg", {"C": 0.1}, 200) < fit_cost("logreg", {"C": 10.0}, 200)
+    for name in MODEL_NAMES:  # every grid candidate has a finite cost
+        assert all(np.isfinite(fit_cost(name, c, 200)) for c in param_candidates(PARAM_GRIDS[name]))
 
 
 def test_calibration_falls_back_to_video_folds_with_one_group_per_class() -> None:

@@ -106,3 +106,20 @@ def test_touching_the_source_invalidates_the_entry(records: list[VideoRecord], t
     assert not hit
     assert cache.load(source, 32) is not None
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_entry_reads_sampled_frames_and_goes_stale(records: list[VideoRecord], tmp_path: Path) -> None:
+    cache = ClipCache(tmp_path / "cache")
+    source = records[0].path
+    assert cache.entry(source, 32) is None
+    frames = cache.decode_and_store(source, 32)
+    entry = cache.entry(source, 32)
+    assert entry is not None and entry.shape == frames.shape
+    picked = entry.read([9, 0, 4, 4])
+    assert picked.flags.c_contiguous
+    np.testing.assert_array_equal(picked, frames[[9, 0, 4, 4]])
+    with pytest.raises(IndexError):
+        entry.read([10])
+    stat = os.stat(source)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache.entry(source, 32) is None

@@ -9,12 +9,14 @@ from pipelines.clips import (
     CROP_RATIO,
     CROP_SCALE,
     ClipSpec,
+    centre_crop_window,
     clip_rng,
     draw_augmentation,
     epoch_order,
     eval_indices,
     shard_indices,
     train_indices,
+    window_matrix,
     window_span,
 )
 
@@ -114,3 +116,13 @@ def test_shards_disjoint_and_covering(n: int, shards: int) -> None:
     assert len(set(np.concatenate(equal).tolist())) == n // shards * shards
     with pytest.raises(ValueError):
         shard_indices(order, shards, shards, equal=False)
+
+
+def test_window_matrix_maps_the_output_square_onto_the_window() -> None:
+    spec = ClipSpec(frames=4, size=48, resize_short=52)
+    start, end = centre_crop_window(48, 64, spec)
+    matrix = window_matrix(start, end, (48, 64), spec.size)
+    corners = matrix @ np.array([[0, 0, 1], [48, 48, 1]], np.float64).T  # output (x, y) corners
+    np.testing.assert_allclose(corners[:2, 0], [start[1] * 64, start[0] * 48], atol=1e-4)
+    np.testing.assert_allclose(corners[:2, 1], [end[1] * 64, end[0] * 48], atol=1e-4)
+    np.testing.assert_allclose(corners[2], 1)

@@ -6,7 +6,8 @@ from torchvision.models import resnet18
 
 from models import pretrained
 from models.cnn2d import FrameResNet, build_cnn2d, normalization
-from models.train_deep import DeepConfig, clip_specs
+from models.deep_build import clip_specs
+from models.deep_config import DeepConfig
 
 
 def test_forward_shapes_and_embedding():

@@ -65,6 +65,7 @@ def test_npz_round_trip(tmp_path):
         groups=np.array(["g1", "g2", "g1"]),
         class_names=np.array(["a", "b"]),
         fingerprint="abc123",
+        spec=SPEC,
     )
     path = tmp_path / "features.npz"
     save_features(path, features)
@@ -74,6 +75,28 @@ def test_npz_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(features, name))
     assert loaded.X.dtype == np.float32 and loaded.labels.dtype == np.int64
     assert loaded.fingerprint == "abc123"
+    assert loaded.spec == SPEC and isinstance(loaded.spec, FeatureSpec)
+    # A hand-made matrix (no kernel settings) round-trips with spec None.
+    features.spec = None
+    save_features(path, features)
+    assert load_features(path).spec is None
+
+
+def test_old_file_without_the_spec_names_the_file_and_the_fix(tmp_path):
+    run_dir = write_run(tmp_path)
+    backend = resolve_backend("cpu")
+    extract_features(run_dir, backend, progress=False, spec=SPEC)
+    npz = run_dir / "features.npz"
+    with np.load(npz) as data:
+        old = {name: data[name] for name in data.files if name != "spec"}
+    with open(npz, "wb") as handle:
+        np.savez(handle, **old)
+    with pytest.raises(ValueError, match="older version") as error:
+        load_features(npz)
+    assert str(npz) in str(error.value) and f"cli.py features --run {run_dir} --force" in str(error.value)
+    # A plain rerun replaces the old file (no --force needed) and stores the spec.
+    again = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    assert again.spec == SPEC and load_features(npz).spec == SPEC
 
 
 def test_load_features_names_the_fix_when_missing(tmp_path):
@@ -92,6 +115,7 @@ def test_extract_features_end_to_end(tmp_path):
     assert features.X.shape == (3, len(feature_names(SPEC))) and features.X.dtype == np.float32
     assert list(features.class_names) == ["Horizontal", "Vertical"]
     assert list(features.labels) == [1, 1, 0]
+    assert features.spec == SPEC
 
     columns = {name: i for i, name in enumerate(features.feature_names)}
     motion = features.feature_groups == "motion"
@@ -106,6 +130,7 @@ def test_extract_features_end_to_end(tmp_path):
     stamp = npz.stat().st_mtime_ns
     again = extract_features(run_dir, backend, progress=False, spec=SPEC)
     assert npz.stat().st_mtime_ns == stamp and again.fingerprint == features.fingerprint
+    assert again.spec == SPEC
     np.testing.assert_array_equal(again.X, features.X)
     os.utime(npz, ns=(stamp - 10**9, stamp - 10**9))
     extract_features(run_dir, backend, progress=False, spec=SPEC, force=True)

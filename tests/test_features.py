@@ -104,6 +104,15 @@ def test_output_is_deterministic_and_independent_of_the_batch():
     np.testing.assert_allclose(compute_features(clips[1:2], np, SPEC)[0], first[1], rtol=1e-4, atol=1e-7)
 
 
+def test_a_batch_larger_than_one_cpu_pass_matches_its_parts():
+    clips = np.stack([oscillating_bar(c % 4 + 1, vertical=c % 2 == 0) for c in range(6)])
+    rates = np.linspace(8.0, 25.0, 6).astype(np.float32)
+    whole = compute_features(clips, np, SPEC, sample_rate=rates)
+    tail = compute_features(clips[4:], np, SPEC, sample_rate=rates[4:])
+    np.testing.assert_allclose(whole[4:], tail, rtol=1e-4, atol=1e-7)
+    assert whole.shape == (6, len(feature_names(SPEC)))
+
+
 def test_uint8_and_float_clips_agree():
     clip = oscillating_bar(2)[None]
     np.testing.assert_allclose(

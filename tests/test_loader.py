@@ -314,3 +314,17 @@ def test_gpu_decode_stays_on_gpu(tmp_path: Path, codec: str) -> None:
     import cupy
 
     assert isinstance(batch.clips, cupy.ndarray) and batch.clips.shape == (1, 4, 32, 32, 3)
+
+
+def test_earlier_batches_stay_valid_while_later_ones_are_made(videos, backend) -> None:  # type: ignore[no-untyped-def]
+    """Batches share DALI's output buffers without a copy: holding them must be safe, i.e. a
+    later run never writes into a batch the caller still holds."""
+    spec = ClipSpec(frames=4, size=24, mode="train", layout="BCTHW", mean=IMAGENET[0], std=IMAGENET[1])
+    held, snapshots = [], []
+    for batch in make_clip_loader(videos, spec, backend, batch_size=1, seed=2):
+        held.append(batch.clips)
+        snapshots.append(batch.clips.clone())
+    assert len(held) == len(videos)
+    for clips, snapshot in zip(held, snapshots, strict=True):
+        torch.testing.assert_close(clips, snapshot, rtol=0, atol=0)
+    assert len({float(s.sum()) for s in snapshots}) == len(videos)
