@@ -10,6 +10,8 @@ Python-level allocations and misses NumPy/BLAS/libsvm/XGBoost buffers):
   also reports the CUDA device memory: PyTorch's ``max_memory_allocated`` where torch has
   initialised CUDA, and the sampled device-wide used memory (``cudaMemGetInfo``), which also
   covers cuML, CuPy pools and XGBoost allocations that bypass PyTorch's allocator.
+* On entry, freed heap pages are returned to the kernel (glibc ``malloc_trim``) so that work
+  reusing memory an earlier stage freed still counts.
 * :func:`peak_rss_in_fresh_process` runs a function in a newly spawned interpreter and reads
   its ``ru_maxrss``: exact, at the price of a process start.
 
@@ -86,6 +88,22 @@ def _reset_kernel_high_water() -> bool:
         return True
     except OSError:
         return False
+
+
+def _return_free_heap_to_os() -> None:
+    """glibc ``malloc_trim(0)``: give freed heap pages back to the kernel (no-op elsewhere).
+
+    Without it, memory freed by earlier work (a torch model, say) stays resident in malloc's
+    free lists; new work that reuses it never raises the RSS, and its peak reads as zero.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _kernel_high_water_bytes() -> int | None:
@@ -204,6 +222,7 @@ class PeakMemory:
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
                     self._torch_cuda = True
+        _return_free_heap_to_os()
         self._kernel_hwm = _reset_kernel_high_water()
         self.rss_baseline_bytes = _rss_tree(self._process, self.include_children)
         self.rss_peak_bytes = self.rss_baseline_bytes
