@@ -21,15 +21,17 @@ from models.distributed import DistContext
 from models.schema import LearningCurvePoint
 from pipelines.records import VideoRecord
 from pipelines.runfiles import atomic_write_json, file_signature, fingerprint, read_json
+from pipelines.splits import group_strata
 
 
 def subsample_groups(records: Sequence[VideoRecord], fraction: float, seed: int) -> list[VideoRecord]:
-    """Training videos of a random ``fraction`` of the groups of every class (at least one group each)."""
+    """Training videos of a random ``fraction`` of the groups of each stratum (one per class, or one
+    for UCF101 group numbers shared by every class: :func:`~pipelines.splits.group_strata`),
+    at least one group each."""
+    owner = group_strata([r.class_name for r in records], [r.group for r in records])
     groups_by_class: dict[str, list[str]] = {}
-    for record in records:
-        names = groups_by_class.setdefault(record.class_name, [])
-        if record.group not in names:
-            names.append(record.group)
+    for group, class_name in owner.items():
+        groups_by_class.setdefault(class_name, []).append(group)
     rng = np.random.default_rng([int(seed), int(round(fraction * 1_000_000))])
     kept: set[str] = set()
     for class_name in sorted(groups_by_class):

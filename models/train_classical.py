@@ -28,6 +28,7 @@ from analysis.metrics import classification_metrics
 from models.classical import BASE_PARAMS, MODEL_NAMES, NEEDS_SCALING, PARAM_GRIDS, ClassicalModel, fit_cost, library_for
 from models.schema import Cost, LearningCurvePoint, ModelResult, Prediction, load_result, save_result
 from pipelines.runfiles import RunPaths, atomic_path, fingerprint
+from pipelines.splits import group_strata
 
 LEARNING_CURVE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 SELECTION_RULES = ("one-se", "best")
@@ -216,16 +217,18 @@ def full_scores(model: ClassicalModel, X: np.ndarray, n_classes: int) -> np.ndar
 
 
 def select_group_fraction(train: SplitData, fraction: float, seed: int) -> np.ndarray:
-    """Row mask keeping ``fraction`` of the train groups, stratified by class, >= 1 group per class.
+    """Row mask keeping ``fraction`` of the train groups of each stratum, >= 1 group per stratum.
 
-    A group belongs to the class most of its videos have (UCF101 groups are per class).
+    Strata as in :func:`pipelines.splits.group_strata`: one per class for class-specific groups,
+    one for UCF101 group numbers shared by every class.
     """
     rng = np.random.default_rng(seed)
     group_names, group_index = np.unique(train.groups, return_inverse=True)
-    group_class = np.array([np.bincount(train.y[group_index == g]).argmax() for g in range(len(group_names))])
+    stratum_of = group_strata([f"{label:06d}" for label in train.y], [str(g) for g in train.groups])
+    group_stratum = np.array([stratum_of[str(name)] for name in group_names])
     keep = []
-    for label in np.unique(group_class):
-        members = np.flatnonzero(group_class == label)
+    for stratum in np.unique(group_stratum):
+        members = np.flatnonzero(group_stratum == stratum)
         count = max(1, int(round(fraction * len(members))))
         keep.extend(rng.choice(members, size=min(count, len(members)), replace=False).tolist())
     return np.isin(group_index, keep)

@@ -52,14 +52,17 @@ def is_video_file(path: Path) -> bool:
 
 
 def group_of(class_name: str, stem: str) -> str:
-    """``Class_gGG`` for UCF101 names (``v_Class_gGG_cCC``), else ``Class/stem`` (one group per file).
+    """``gGG`` for UCF101 names (``v_Class_gGG_cCC``), else ``Class/stem`` (one group per file).
 
-    The group takes the folder's class name, not the one in the file name: UCF101 spells some
-    differently (folder ``HandstandPushups``, files ``v_HandStandPushups_...``).
+    A UCF101 group number is one split unit across ALL classes: the official lists hold out
+    groups 1-7 (split 1) of every class together, and the demo renders one actor and scene per
+    group number in every class. Splitting the groups of each class separately would put the
+    actor of ``Punch_g02`` in training and ``PullUps_g02`` in test, and a model that learnt
+    "this scene is Punch" would then be systematically wrong on held-out videos.
     """
     match = _UCF_NAME.match(stem)
     if match:
-        return f"{class_name}_g{int(match.group('group')):02d}"
+        return f"g{int(match.group('group')):02d}"
     # Qualified by the class so that equal stems in two classes stay two groups.
     return f"{class_name}/{stem}"
 

@@ -19,7 +19,7 @@ class VideoRecord:
     path: str  # absolute path of the source file
     class_name: str
     label: int
-    group: str  # UCF101 group ("PullUps_g01"), or "Class/stem" (one group per file) for other names
+    group: str  # UCF101 group number ("g01", shared by every class), or "Class/stem" (one group per file)
     split: str  # train | val | test
     codec: str  # PyAV codec name, e.g. "vp9", "mjpeg", "mpeg4", "h264"
     frames: int

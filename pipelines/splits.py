@@ -1,10 +1,12 @@
 """Leak-free train/val/test splits: whole groups go to one split, every class is in every split.
 
-``--split group`` assigns the groups of each class separately (a UCF101 group id carries its
-class, so per-class assignment stratifies by construction), with scikit-learn's
-:class:`~sklearn.model_selection.GroupShuffleSplit` given exact group counts. The random state
-of a class depends only on the seed and the class name, so choosing a subset of classes does
-not move the others' groups. ``--split official:N`` reads the UCF101 lists
+``--split group`` assigns whole groups with scikit-learn's
+:class:`~sklearn.model_selection.GroupShuffleSplit` given exact group counts, stratified by the
+classes that share groups (:func:`group_strata`). A UCF101 group number (``g01``) is one unit
+across all classes, as in the official lists, so every class's ``g01`` lands in the same split;
+per-file groups of other names stratify by class. The random state of a stratum depends only on
+the seed and its first class name, so choosing a subset of classes does not move the other
+classes' groups. ``--split official:N`` reads the UCF101 lists
 (``trainlistNN.txt``, ``testlistNN.txt``, ``classInd.txt``) and carves val out of train by group.
 """
 
@@ -90,27 +92,66 @@ def _class_seed(seed: int, class_name: str, salt: int = 0) -> int:
     return int(state.generate_state(1)[0])
 
 
-def _groups_by_class(classes: Sequence[str], groups: Sequence[str]) -> dict[str, list[int]]:
+def group_strata(classes: Sequence[str], groups: Sequence[str]) -> dict[str, str]:
+    """The stratum of each group: the first class name of its connected component, where two
+    classes are connected when a group holds videos of both.
+
+    Class-specific groups (one file per group, say) make one stratum per class, so a split
+    stratified by stratum is stratified by class. UCF101 group numbers hold videos of every class
+    and make one stratum, so each number goes to one split for all classes at once.
+    """
     if len(classes) != len(groups):
         raise ValueError(f"classes ({len(classes)}) and groups ({len(groups)}) differ in length")
+    parent = {name: name for name in classes}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    first_class: dict[str, str] = {}
+    for class_name, group in zip(classes, groups, strict=True):
+        other = first_class.setdefault(group, class_name)
+        a, b = root(other), root(class_name)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the root is the smallest class name of the component
+    return {group: root(class_name) for group, class_name in first_class.items()}
+
+
+def _items_by_stratum(classes: Sequence[str], groups: Sequence[str]) -> dict[str, list[int]]:
+    """Item indices bucketed by the stratum of their group (:func:`group_strata`)."""
+    stratum = group_strata(classes, groups)
     members: dict[str, list[int]] = defaultdict(list)
-    owner: dict[str, str] = {}
-    for index, (class_name, group) in enumerate(zip(classes, groups, strict=True)):
-        if owner.setdefault(group, class_name) != class_name:
-            raise ValueError(
-                f"group {group!r} appears in classes {owner[group]!r} and {class_name!r}; "
-                f"group ids must include the class"
-            )
-        members[class_name].append(index)
+    for index, group in enumerate(groups):
+        members[stratum[group]].append(index)
     return dict(members)
+
+
+def _groups_per_class(classes: Sequence[str], groups: Sequence[str]) -> dict[str, int]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for class_name, group in zip(classes, groups, strict=True):
+        found[class_name].add(group)
+    return {name: len(found[name]) for name in sorted(found)}
+
+
+def _check_every_class_in(classes: Sequence[str], splits: Sequence[str], names: Sequence[str]) -> None:
+    missing = [
+        f"{class_name} has no {name} video"
+        for class_name in sorted(set(classes))
+        for name in names
+        if not any(c == class_name and s == name for c, s in zip(classes, splits, strict=True))
+    ]
+    if missing:
+        raise TooFewGroupsError(
+            f"whole-group split leaves a class out of a split: {', '.join(missing)}; groups shared by "
+            f"several classes are split as units, so add videos of that class to more groups or drop it with --classes"
+        )
 
 
 def check_enough_groups(classes: Sequence[str], groups: Sequence[str], *, val: float, test: float) -> None:
     """Raise :class:`TooFewGroupsError` naming every class with fewer groups than the split needs."""
     needed = min_groups_needed(val, test)
-    members = _groups_by_class(classes, groups)
-    short = {name: len({groups[i] for i in idx}) for name, idx in sorted(members.items())}
-    short = {name: n for name, n in short.items() if n < needed}
+    short = {name: n for name, n in _groups_per_class(classes, groups).items() if n < needed}
     if short:
         listed = ", ".join(f"{name} has {n}" for name, n in short.items())
         raise TooFewGroupsError(
@@ -135,14 +176,14 @@ def group_split(
     """Split name ("train" | "val" | "test") for each item, whole groups per split.
 
     ``classes`` and ``groups`` are parallel (one entry per video). ``val`` and ``test`` are
-    fractions of each class's groups, rounded to whole groups, at least one group each.
-    Deterministic for a seed and independent of the item order.
+    fractions of the groups of each stratum (:func:`group_strata`), rounded to whole groups, at
+    least one group each. Deterministic for a seed and independent of the item order.
     """
     check_fractions(val, test)
     check_enough_groups(classes, groups, val=val, test=test)
     group_array = np.asarray(groups, dtype=object)
     splits = [""] * len(groups)
-    for class_name, members in sorted(_groups_by_class(classes, groups).items()):
+    for class_name, members in sorted(_items_by_stratum(classes, groups).items()):
         indices = np.asarray(members)
         n_train, n_val, n_test = group_counts(len(set(group_array[indices])), val, test)
         rest, test_idx = _shuffle_split(indices, group_array, n_train + n_val, n_test, _class_seed(seed, class_name, 0))
@@ -150,6 +191,7 @@ def group_split(
         for name, chosen in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
             for index in chosen:
                 splits[index] = name
+    _check_every_class_in(classes, splits, ("train", "val", "test"))
     return splits
 
 
@@ -163,9 +205,8 @@ def carve_val(
     check_fraction("val", val)
     train = [i for i, split in enumerate(splits) if split == "train"]
     train_classes = [classes[i] for i in train]
-    members = _groups_by_class(train_classes, [groups[i] for i in train])
-    short = {name: len({groups[train[j]] for j in idx}) for name, idx in sorted(members.items())}
-    short = {name: n for name, n in short.items() if n < 2}
+    members = _items_by_stratum(train_classes, [groups[i] for i in train])
+    short = {name: n for name, n in _groups_per_class(train_classes, [groups[i] for i in train]).items() if n < 2}
     if short:
         listed = ", ".join(f"{name} has {n}" for name, n in short.items())
         raise TooFewGroupsError(
@@ -181,6 +222,7 @@ def carve_val(
         _, val_idx = _shuffle_split(indices, group_array, n_groups - n_val, n_val, _class_seed(seed, class_name, 2))
         for index in val_idx:
             result[index] = "val"
+    _check_every_class_in([classes[i] for i in train], [result[i] for i in train], ("train", "val"))
     return result
 
 

@@ -39,6 +39,21 @@ def test_learning_curve_subsets_whole_groups():
     assert len(subsample_groups(records, 0.01, seed=0)) == 4  # at least one group per class
 
 
+def test_learning_curve_keeps_a_fraction_of_shared_group_numbers():
+    from pipelines.records import VideoRecord
+
+    # UCF101 names: group g03 holds videos of every class; a fraction keeps whole numbers for all classes.
+    records = [
+        VideoRecord(f"{c}/v_{c}_g{g:02d}", f"/x/{c}{g}.webm", c, i, f"g{g:02d}", "train", "vp9", 8, 25.0, 32, 24)
+        for i, c in enumerate(("A", "B", "C"))
+        for g in range(8)
+    ]
+    half = subsample_groups(records, 0.5, seed=1)
+    groups = {r.group for r in half}
+    assert len(groups) == 4
+    assert sorted(r.class_name for r in half) == ["A"] * 4 + ["B"] * 4 + ["C"] * 4
+
+
 def test_learning_curve_retrains_each_fraction_from_the_same_weights(run_dir, backend):
     config = tiny_config("cnn2d", learning_curve_fractions=(0.5, 1.0), learning_curve_epochs=1, size=16, batch_size=6)
     records, loaders = records_and_loaders(run_dir, config, backend)

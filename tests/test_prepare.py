@@ -104,7 +104,10 @@ def test_official_split(tree: Path, tmp_path: Path) -> None:
     records = read_videos_csv(run / "videos.csv")
     assert len(records) == len(train) - 1 + len(test)
     assert {r.class_name: r.label for r in records} == {"Punch": 0, "PushUps": 1, "PullUps": 2}  # classInd order
-    assert {r.group.split("_g")[1] for r in records if r.split == "test"} == {"01"}
+    assert {r.group for r in records if r.split == "test"} == {"g01"}
+    val_groups = {r.group for r in records if r.split == "val"}  # carved by group number, for every class
+    val_pairs = {(r.class_name, r.group) for r in records if r.split == "val"}
+    assert val_pairs == {(c, g) for c in CLASSES for g in val_groups}
     assert {r.split for r in records} == {"train", "val", "test"}
 
     bad = invoke(str(tree), "--run", str(run), "--split", "official:2")

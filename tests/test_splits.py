@@ -79,9 +79,41 @@ def test_too_few_groups_says_how_many() -> None:
         group_split(classes, groups)
 
 
-def test_group_shared_by_two_classes_is_refused() -> None:
-    with pytest.raises(ValueError, match="appears in classes"):
-        group_split(["A", "A", "A", "B"], ["g1", "g2", "g3", "g1"])
+def test_group_numbers_shared_by_classes_go_to_one_split_for_every_class() -> None:
+    # UCF101 layout: group g07 of every class is one actor/scene unit (as in the demo), so it must
+    # not be in training for one class and in test for another.
+    classes = [c for c in ("A", "B", "C") for g in range(20) for _ in range(2)]
+    groups = [f"g{g:02d}" for _ in ("A", "B", "C") for g in range(20) for _ in range(2)]
+    splits = group_split(classes, groups, seed=3)
+    split_of_group: dict[str, set[str]] = {}
+    for group, split in zip(groups, splits, strict=True):
+        split_of_group.setdefault(group, set()).add(split)
+    assert all(len(s) == 1 for s in split_of_group.values())
+    # 20 group numbers, val 0.15 -> 3, test 0.2 -> 4, and every class has the same counts.
+    for c in ("A", "B", "C"):
+        mine = {g for g, s, k in zip(groups, splits, classes, strict=True) if k == c and s == "test"}
+        assert len(mine) == 4
+    assert [splits.count(s) for s in ("train", "val", "test")] == [2 * 3 * 13, 2 * 3 * 3, 2 * 3 * 4]
+
+
+def test_shared_groups_that_leave_a_class_out_of_a_split_are_refused() -> None:
+    # Class B has videos only in g01..g03, which may all land in train: a clear error, not a silent gap.
+    classes = ["A"] * 10 + ["B"] * 3
+    groups = [f"g{g:02d}" for g in range(10)] + ["g00", "g01", "g02"]
+    with pytest.raises(TooFewGroupsError, match="B has no"):
+        for seed in range(20):
+            group_split(classes, groups, val=0.1, test=0.1, seed=seed)
+
+
+def test_carve_val_keeps_shared_group_numbers_together() -> None:
+    classes = [c for c in ("A", "B") for _ in range(10)]
+    groups = [f"g{g:02d}" for _ in ("A", "B") for g in range(10)]
+    splits = ["test" if int(g[1:]) < 3 else "train" for g in groups]
+    carved = carve_val(classes, groups, splits, val=0.3, seed=0)
+    val_groups = {g for g, s in zip(groups, carved, strict=True) if s == "val"}
+    assert len(val_groups) == 2  # 7 train group numbers * 0.3 -> 2
+    for g in val_groups:
+        assert [s for gg, s in zip(groups, carved, strict=True) if gg == g] == ["val", "val"]
 
 
 def test_fractions_are_checked() -> None:
