@@ -95,9 +95,9 @@ class DeepConfig:
             )
         elif profile == "cpu":
             # R3D-18 trained at ~1-3 clips/s at 8x56 px on a busy 2-core CPU, hence fewer epochs and pixels.
-            # Tuned on the validation split (demo, from scratch): 5-12 epochs at 32-48 px, lr 1e-3..3e-3 and
-            # batch 4 raised training accuracy but not validation macro-F1 (at or below chance), so
-            # the cheaper 2-3 epoch settings stay until that is understood.
+            # Sized for fine-tuning pretrained weights. From scratch (demo, 192 training videos) ResNet-18
+            # learns slowly: 10-15 epochs at 4x32-48 px, lr 1e-3..3e-3, left validation macro-F1 at
+            # 0.2-0.4, so more CPU epochs are not worth their minutes there.
             settings = dict(
                 epochs=3 if model == "cnn2d" else 2,
                 batch_size=8,

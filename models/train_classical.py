@@ -285,11 +285,14 @@ def _device(library: str, backend: Any) -> str:
 
 
 def _spec_of(videos_csv: Path, features: Any, given: Any = None) -> Any:
-    """The FeatureSpec, among the given one, the default and the profiles', that made ``features``."""
+    """The FeatureSpec that made ``features``: the one stored in features.npz, else (a hand-made
+    matrix) the first of the given one, the default and the profiles' that reproduces its fingerprint."""
     from pipelines.feature_store import features_fingerprint
     from pipelines.features import FeatureSpec
     from pipelines.workflow import PROFILES
 
+    if getattr(features, "spec", None) is not None:
+        return features.spec
     candidates = [given] if given is not None else []
     candidates += [FeatureSpec()] + [profile.features_spec() for profile in PROFILES.values()]
     for candidate in candidates:
@@ -305,9 +308,9 @@ def measure_decode_features_seconds(
 
     Runs the features stage's own path (loader + kernel, batch size 1) on up to ``n_videos``
     test videos and takes the median interval between consecutive videos, so the one-off loader
-    start-up is not charged to each video. Uses the spec the matrix was made with: the first of
+    start-up is not charged to each video. Uses the spec stored with the matrix, else the first of
     ``spec``, ``FeatureSpec()`` and the workflow profiles' specs that reproduces the fingerprint
-    of ``features`` (features.npz stores the fingerprint, not the spec).
+    of ``features``.
     """
     from pipelines.feature_store import iter_feature_batches
     from pipelines.records import read_videos_csv
