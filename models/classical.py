@@ -42,10 +42,10 @@ never from validation or test videos. The scaler is scikit-learn's on both backe
 on all the training data, in front of the calibration (the calibration folds are subsets of
 that same training data, so no validation or test statistic enters).
 
-Cost: the grids (:data:`PARAM_GRIDS`) include cheap settings (few trees, shallow trees, coarse
-histograms), and tuning (``models.train_classical.tune_model``) picks, by the one-standard-error
-rule, the cheapest candidate by :func:`fit_cost` whose CV macro-F1 is within one standard error
-of the best one.
+Cost: the grids (:data:`PARAM_GRIDS`) stay small and include cheap settings (few trees, shallow
+trees, coarse histograms). Tuning (``models.train_classical.tune_model``) takes the best CV
+macro-F1; its "one-se" rule instead takes the cheapest candidate by :func:`fit_cost` within one
+standard error of the best.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ BASE_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 #: Small grids of the parameters that matter most on a few hundred videos, each including cheap
-#: settings that the one-standard-error rule prefers when they score as well.
+#: settings (the "one-se" selection rule prefers them when they score as well).
 PARAM_GRIDS: dict[str, dict[str, list[Any]]] = {
     "svm": {"C": [1.0, 10.0, 100.0], "gamma": ["scale", 0.01]},
     "rf": {"n_estimators": [25, 50, 100], "max_depth": [8, None]},
