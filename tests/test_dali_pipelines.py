@@ -16,7 +16,7 @@ from pipelines.clips import (
     draw_augmentation,
     window_matrix,
 )
-from pipelines.dali_pipelines import build_clip_pipeline, has_cpu_warp_perspective
+from pipelines.dali_pipelines import build_clip_pipeline, has_cpu_warp_perspective, saturate_and_normalize
 
 HEIGHT, WIDTH = 48, 64
 
@@ -88,3 +88,73 @@ def test_eval_warp_equals_resize_when_the_window_is_enlarged() -> None:
     assert clips["warp"].shape == (3, 48, 48, 3)
     difference = np.abs(clips["warp"] - clips["resize"])
     assert difference.max() <= 1 and difference.mean() < 0.1
+
+
+@pytest.mark.parametrize("layout", ["CFHW", "FCHW", "FHWC"])
+@pytest.mark.parametrize("normalized", [True, False])
+def test_cpu_colour_stage_equals_dali_saturation_and_normalize(layout: str, normalized: bool) -> None:
+    """The CPU training colour stage (OpenCV, one pass) against ``fn.saturation`` +
+    ``crop_mirror_normalize``: the same pixels to within 0.3 grey levels (float; 0.18 from
+    DALI's rounded YIQ matrix, 0.125 from the rounded luma) or one level (uint8), for saturation
+    below and above 1 and per-clip brightness/contrast mean/std."""
+
+    @pipeline_def(batch_size=3, num_threads=1, device_id=None)
+    def dali_ops():  # type: ignore[no-untyped-def]
+        frames = fn.external_source(name="frames", layout="FHWC", dtype=types.UINT8)
+        saturation, mean, std = (fn.external_source(name=name, dtype=types.FLOAT) for name in ("s", "mean", "std"))
+        saturated = fn.saturation(frames, saturation=saturation, dtype=types.FLOAT)
+        return fn.crop_mirror_normalize(
+            saturated,
+            mean=mean,
+            std=std,
+            dtype=types.FLOAT if normalized else types.UINT8,
+            output_layout=layout,
+        )
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames[:, :8] = smooth_frames(4)[:, :8]
+    saturations = [np.float32(v) for v in (0.75, 1.0, 1.25)]
+    if normalized:
+        means = [np.array(v, np.float32) for v in ([110.0, 100.5, 96.0], [0.0, 0.0, 0.0], [140.0, 120.0, 90.0])]
+        stds = [np.array(v, np.float32) for v in ([58.0, 56.5, 55.0], [1.0, 1.0, 1.0], [40.0, 70.0, 60.0])]
+    else:  # brightness/contrast only: mean' = -shift / gain, std' = 1 / gain
+        means = [np.array([v] * 3, np.float32) for v in (-20.0, 0.0, 15.0)]
+        stds = [np.array([v] * 3, np.float32) for v in (0.8, 1.0, 1.2)]
+    pipe = dali_ops()
+    pipe.build()
+    pipe.feed_input("frames", [frames] * 3, layout="FHWC")
+    pipe.feed_input("s", saturations)
+    pipe.feed_input("mean", means)
+    pipe.feed_input("std", stds)
+    (expected,) = pipe.run()
+    for sample in range(3):
+        ours = saturate_and_normalize(
+            frames, saturations[sample], means[sample], stds[sample], layout=layout, normalized=normalized
+        )
+        reference = np.array(expected[sample])
+        assert ours.shape == reference.shape and ours.dtype == reference.dtype
+        if normalized:
+            channel_axis = layout.index("C")
+            scale = np.expand_dims(stds[sample], [a for a in range(4) if a != channel_axis])
+            assert np.abs((ours - reference) * scale).max() <= 0.35
+        else:
+            assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_cpu_training_pipeline_output_matches_across_thread_counts() -> None:
+    """The CPU colour stage spreads clips over the pipeline's threads: same clips, same order."""
+    spec = ClipSpec(frames=3, size=32, mode="train", layout="BCTHW", mean=(0.4, 0.4, 0.4), std=(0.2, 0.2, 0.2))
+    frames = smooth_frames(3)
+    outputs = []
+    for threads in (1, 3):
+        pipe = build_clip_pipeline(spec, "cpu", "frames", batch_size=4, num_threads=threads)
+        pipe.feed_input("frames", [np.roll(frames, 5 * i, axis=2) for i in range(4)], layout="FHWC")
+        pipe.feed_input("affine", [np.diag([1.0 + 0.1 * i, 1.0, 1.0]).astype(np.float32) for i in range(4)])
+        pipe.feed_input("saturation", [np.float32(0.8 + 0.1 * i) for i in range(4)])
+        pipe.feed_input("mean", [np.full(3, 100.0, np.float32)] * 4)
+        pipe.feed_input("std", [np.full(3, 50.0, np.float32)] * 4)
+        (output,) = pipe.run()
+        outputs.append(np.array(output.as_tensor()))
+    assert outputs[0].shape == (4, 3, 3, 32, 32)
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert len({outputs[0][i].tobytes() for i in range(4)}) == 4
