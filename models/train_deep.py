@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,39 @@ from models.distributed import DistContext
 from models.schema import Cost, ModelResult, Prediction, load_result, save_result
 from pipelines.records import VideoRecord, read_videos_csv, records_in_split
 from pipelines.records import class_names as ordered_class_names
-from pipelines.runfiles import RunPaths, atomic_path, to_json
+from pipelines.runfiles import RunPaths, atomic_path, atomic_write_json, fingerprint, read_json, to_json
+
+
+def data_fingerprint(records: Sequence[VideoRecord]) -> str:
+    """Identity of the run's index (every videos.csv row, splits included) that a deep result and
+    its checkpoints were made from."""
+    return fingerprint(sorted((asdict(record) for record in records), key=lambda row: row["video_id"]))
+
+
+def has_current_result(run_dir: str | os.PathLike[str], model: str) -> bool:
+    """Whether RUN_DIR/results/<model>.json exists and was made from the run's current videos.csv."""
+    paths = RunPaths(run_dir)
+    result_path = paths.result_json(model)
+    if not (result_path.is_file() and paths.videos_csv.is_file()):
+        return False
+    made_from = load_result(result_path).config.get("data_fingerprint")
+    return made_from == data_fingerprint(read_videos_csv(paths.videos_csv))
+
+
+def _notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _resumable_data(checkpoint_dir: Path, data_id: str, resume: bool, context: DistContext) -> bool:
+    """``resume`` unless the checkpoints were written for another index; records the index in
+    ``checkpoint_dir/data.json`` for the training about to start."""
+    marker = checkpoint_dir / "data.json"
+    if resume and marker.is_file() and read_json(marker).get("data_fingerprint") != data_id:
+        _notice(f"{checkpoint_dir} holds checkpoints of other videos.csv rows (re-prepared?): starting afresh")
+        resume = False
+    if context.is_main:
+        atomic_write_json(marker, {"data_fingerprint": data_id})
+    return resume
 
 
 def run_deep(
@@ -49,22 +82,28 @@ def run_deep(
 ) -> ModelResult:
     """Train, test and measure one deep model; write RUN_DIR/results/<model>.json (rank 0 only).
 
-    A finished model is returned as is unless ``force`` (a missing learning curve is added when asked).
+    A finished model is returned as is unless ``force`` or the run's index changed since it was made
+    (videos.csv re-prepared: other videos or splits), which retrains it so that every model of a
+    run is compared on the same split; a missing learning curve is added when asked.
     The result is written as soon as the model is tested, then again with the learning curve, whose
     points are saved one by one under checkpoints/<model>/curve/: an interrupted curve continues
     with its next point on a rerun (``force`` retrains them all).
     """
     paths = RunPaths(run_dir)
     result_path = paths.result_json(config.model)
-    if result_path.is_file() and not force:
-        existing = load_result(result_path)
-        if not learning_curve or existing.learning_curve is not None:
-            return existing
     if not paths.videos_csv.is_file():
         raise FileNotFoundError(
             f"{paths.videos_csv} not found; run `python cli.py prepare DATA_ROOT --run {run_dir}` first"
         )
     records = read_videos_csv(paths.videos_csv)
+    data_id = data_fingerprint(records)
+    if result_path.is_file() and not force:
+        existing = load_result(result_path)
+        if existing.config.get("data_fingerprint") != data_id:
+            _notice(f"{result_path} was made from other videos.csv rows (re-prepared?): retraining {config.model}")
+            force = True
+        elif not learning_curve or existing.learning_curve is not None:
+            return existing
     names = ordered_class_names(records)
     if not records_in_split(records, "test"):
         raise ValueError(f"{paths.videos_csv} has no test videos; rerun `python cli.py prepare`")
@@ -84,6 +123,7 @@ def run_deep(
                 result, initial_state, records, loaders, config, backend, context, paths, progress=progress
             )
         checkpoint_dir = paths.checkpoints_dir / config.model
+        resume = _resumable_data(checkpoint_dir, data_id, resume, context)
         model, outcome = train_from_state(
             initial_state,
             records,
@@ -116,6 +156,7 @@ def run_deep(
             predict_memory.peak_bytes,
             paths,
         )
+        result.config["data_fingerprint"] = data_id
         if context.is_main:
             _save_model(paths.models_dir / f"{config.model}.pt", plain, config, names)
             _save_embeddings(paths.embeddings_dir / f"{config.model}.npz", test, names)

@@ -142,7 +142,7 @@ def run_comparison(
     """
     from analysis.report import analyze_run
     from models.train_classical import run_classical
-    from models.train_deep import run_deep
+    from models.train_deep import has_current_result, run_deep
     from pipelines.feature_store import extract_features
     from pipelines.prepare import prepare_run
 
@@ -204,7 +204,7 @@ def run_comparison(
 
             def deep_stage(model: str = model) -> str:
                 config = chosen.deep_config(model)
-                if not paths.result_json(model).is_file():  # a finished model is reused whatever its weights
+                if not has_current_result(run_dir, model):  # a finished model is reused whatever its weights
                     config = _weights_or_scratch(config)
                 result = run_deep(run_dir, backend, config, learning_curve=True, progress=progress)
                 return (

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import joblib
@@ -12,7 +13,7 @@ from analysis.report import analyze_run, load_results
 from models.classical import ClassicalModel
 from models.schema import Cost, LearningCurvePoint, ModelResult, Prediction, save_result
 from pipelines.feature_store import FeatureSet, save_features
-from pipelines.records import VideoRecord, write_videos_csv
+from pipelines.records import VideoRecord, read_videos_csv, write_videos_csv
 from pipelines.runfiles import RunPaths, append_rejected
 
 CLASSES = ["PullUps", "Punch", "PushUps"]
@@ -204,6 +205,19 @@ def test_invalid_result_is_skipped_with_a_note(tmp_path: Path):
     assert len(results) == 7 and notes and "broken.json" in notes[0]
     index = analyze_run(run_dir, progress=False, n_resamples=100, interpret=False)
     assert "broken.json" in index.read_text()
+
+
+def test_a_result_from_another_split_is_skipped_with_a_note(tmp_path: Path):
+    run_dir = make_synthetic_run(tmp_path / "run", n_test=12, with_models=False)
+    paths = RunPaths(run_dir)
+    records = read_videos_csv(paths.videos_csv)
+    # `prepare` re-run with another split: a test video of the saved results is now a training video.
+    moved = next(i for i, r in enumerate(records) if r.split == "test")
+    records[moved] = replace(records[moved], split="train")
+    write_videos_csv(paths.videos_csv, records)
+    results, notes = load_results(run_dir)
+    assert results == [] and len(notes) == 7
+    assert all("not in this run's test split" in note and "--force" in note for note in notes)
 
 
 def test_no_results_is_a_clear_error(tmp_path: Path):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +11,9 @@ from models.deep_build import clip_specs
 from models.deep_config import DeepConfig
 from models.deep_curve import CURVE_DIR
 from models.schema import load_result, save_result
-from models.train_deep import load_trained_model, run_deep
+from models.train_deep import data_fingerprint, has_current_result, load_trained_model, run_deep
 from pipelines.backend import resolve_backend
-from pipelines.records import read_videos_csv
+from pipelines.records import read_videos_csv, write_videos_csv
 from pipelines.runfiles import read_json
 from tests.deep_data import CLASSES, TEST_SIZE, make_run, tiny_config
 
@@ -54,6 +56,24 @@ def test_run_deep_writes_a_valid_result_and_skips_finished_work(run_dir, backend
     mtime = (run_dir / "results" / "cnn2d.json").stat().st_mtime_ns
     assert run_deep(run_dir, backend, config, progress=False) == saved
     assert (run_dir / "results" / "cnn2d.json").stat().st_mtime_ns == mtime
+
+
+def test_a_re_prepared_index_retrains_instead_of_reusing_a_stale_result(tmp_path, backend):
+    run_dir = make_run(tmp_path)
+    config = tiny_config("cnn2d", epochs=1, size=16, batch_size=6)
+    first = run_deep(run_dir, backend, config, progress=False)
+    assert has_current_result(run_dir, "cnn2d")
+    # Another split of the same videos (as a re-run of `prepare` would write): one val video moves to train.
+    records = read_videos_csv(run_dir / "videos.csv")
+    moved = next(i for i, r in enumerate(records) if r.split == "val")
+    records[moved] = replace(records[moved], split="train")
+    write_videos_csv(run_dir / "videos.csv", records)
+    assert not has_current_result(run_dir, "cnn2d")
+    second = run_deep(run_dir, backend, config, progress=False, resume=True)
+    assert second.config["data_fingerprint"] != first.config["data_fingerprint"]
+    assert second.config["data_fingerprint"] == data_fingerprint(records)
+    assert read_json(run_dir / "checkpoints" / "cnn2d" / "data.json")["data_fingerprint"] == data_fingerprint(records)
+    assert load_result(run_dir / "results" / "cnn2d.json") == second
 
 
 def test_a_learning_curve_asked_for_later_is_added_point_by_point(run_dir, backend):
