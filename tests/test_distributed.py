@@ -47,4 +47,4 @@ def test_ddp_with_two_gloo_processes_writes_one_result_covering_every_test_video
     assert sorted(p.video_id for p in result.predictions) == test_ids  # every test video exactly once
     assert result.metrics.n_videos == len(test_ids)
     assert result.config["world_size"] == 2
-    assert sorted(p.name for p in (run_dir / "checkpoints" / "cnn2d").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "cnn2d").iterdir()) == ["best.pt", "data.json", "last.pt"]
