@@ -68,7 +68,7 @@ class DeepConfig:
         """Settings of a profile; ``overrides`` (``None`` values ignored) replace single fields.
 
         * ``tiny``: seconds on a CPU (tests, CI): 4 frames x 32 px, 2 epochs, no pretrained weights.
-        * ``cpu``: the demo on 2 cores in minutes: 8 frames x 64 px (2D) / 48 px (3D), 2-3 epochs.
+        * ``cpu``: the demo on 2 cores in minutes: 8 frames x 64 px (2D) / 48 px (3D), 10 / 6 epochs.
         * ``gpu``: the notebook study's settings: 16 frames, 224 px (2D) / 112 px (3D).
         """
         if model not in MODELS:
@@ -94,12 +94,11 @@ class DeepConfig:
                 learning_curve_epochs=1,
             )
         elif profile == "cpu":
-            # R3D-18 trained at ~1-3 clips/s at 8x56 px on a busy 2-core CPU, hence fewer epochs and pixels.
-            # Sized for fine-tuning pretrained weights. From scratch (demo, 192 training videos) ResNet-18
-            # learns slowly: 10-15 epochs at 4x32-48 px, lr 1e-3..3e-3, left validation macro-F1 at
-            # 0.2-0.4, so more CPU epochs are not worth their minutes there.
+            # R3D-18 trains at ~7-8 clips/s at 8x48 px on 2 cores, ResNet-18 at ~20 at 8x64, hence few
+            # pixels. From scratch (no weights offline; demo, 192 training videos) ResNet-18 learns slowly:
+            # 3 epochs gave test macro-F1 0.24, 10 epochs 0.39 (validation 0.51 at epoch 7) in 103 s.
             settings = dict(
-                epochs=3 if model == "cnn2d" else 2,
+                epochs=10 if model == "cnn2d" else 6,
                 batch_size=8,
                 lr=1e-3,
                 warmup_epochs=0.5,
@@ -107,7 +106,7 @@ class DeepConfig:
                 size=64 if model == "cnn2d" else 48,
                 weights=weights,
                 test_clips=2,
-                patience=2,
+                patience=4,
                 learning_curve_fractions=(0.25, 0.5, 1.0),
                 learning_curve_epochs=1,
             )
