@@ -98,6 +98,19 @@ def _model_list(value: str | None) -> list[str] | None:
     return names
 
 
+def rejected_notice(count: int, run_dir: Path) -> str | None:
+    """The end-of-command line about videos skipped because they failed to decode (None if none)."""
+    if count <= 0:
+        return None
+    return f"{count} video(s) rejected this run (see {Path(run_dir) / 'rejected.csv'})"
+
+
+def _echo_rejected(count: int, run_dir: Path) -> None:
+    notice = rejected_notice(count, run_dir)
+    if notice:
+        click.echo(notice)
+
+
 _RUN_WITH_FEATURES = click.Path(file_okay=False, path_type=Path)
 
 
@@ -166,6 +179,13 @@ def bench_classical_command(context: Context, run_dir: Path, out: Path | None, m
         f"{report['notebook_fit_seconds_total']:.2f}s ({report['speedup']:.1f}x); mean macro-F1 "
         f"{report['ours_mean_macro_f1']:.3f} vs {report['notebook_mean_macro_f1']:.3f}"
     )
+    if report.get("gpu_speedup_over_cpu"):
+        click.echo(
+            f"GPU vs CPU libraries ({','.join(report['ours_cpu_models'])}): "
+            f"{report['ours_gpu_fit_seconds_total']:.2f}s vs {report['ours_cpu_fit_seconds_total']:.2f}s "
+            f"({report['gpu_speedup_over_cpu']:.1f}x); mean macro-F1 "
+            f"{report['ours_gpu_mean_macro_f1']:.3f} vs {report['ours_cpu_mean_macro_f1']:.3f}"
+        )
     click.echo(f"wrote {out or Path(run_dir) / 'bench' / 'classical.json'}")
 
 
@@ -199,6 +219,14 @@ def bench_classical_command(context: Context, run_dir: Path, out: Path | None, m
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
 @click.option("--test-clips", type=click.IntRange(1), default=None, help="K in the 'K clips x 1 crop' test protocol.")
 @click.option("--grad-accum", type=click.IntRange(1), default=None, help="Micro-batches per step.")
+@click.option(
+    "--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
+    help="Cross-entropy label smoothing in [0, 1). Default: 0.1.",
+)
+@click.option(
+    "--cache", "cache", type=click.Choice(["on", "off"]), default=None,
+    help="Decoded-clip cache under RUN_DIR/cache (default on); off decodes every epoch from the source.",
+)
 @click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping: epochs without a better F1.")
 @click.option("--seed", type=int, default=None)
 @click.option("--learning-curve", is_flag=True, help="Also RETRAIN on fractions of the training groups.")
@@ -215,6 +243,7 @@ def deep(
     resume: bool,
     force: bool,
     compile_: bool | None,
+    cache: str | None,
     **options: object,
 ) -> None:
     """Train, test and measure a deep model (ResNet-18 per frame or R3D-18).
@@ -237,12 +266,17 @@ def deep(
     backend = context.backend
     profile = profile or ("gpu" if backend.on_gpu else "cpu")
     try:
-        config = DeepConfig.for_profile(model_name, profile, compile=compile_, **options)
-        result = run_deep(run_dir, backend, config, learning_curve=learning_curve, force=force, resume=resume)
+        use_cache = None if cache is None else cache == "on"
+        config = DeepConfig.for_profile(model_name, profile, compile=compile_, cache=use_cache, **options)
+        rejected: list[object] = []
+        result = run_deep(
+            run_dir, backend, config, learning_curve=learning_curve, force=force, resume=resume, rejected=rejected
+        )
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(summarize(result))
+        _echo_rejected(len(rejected), run_dir)
 
 
 @bench.command("deep")
@@ -402,11 +436,13 @@ def features_command(context: Context, run_dir: Path, force: bool) -> None:
     """
     from pipelines.feature_store import extract_features
 
+    rejected: list[object] = []
     try:
-        features = extract_features(run_dir, context.backend, force=force)
+        features = extract_features(run_dir, context.backend, force=force, rejected=rejected)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{features.summary()} -> {Path(run_dir) / 'features.npz'}")
+    _echo_rejected(len(rejected), run_dir)
 
 
 @bench.command("features")

@@ -10,6 +10,11 @@ removed it, its documented equivalent ``CalibratedClassifierCV(SVC(), ensemble=F
 folds), ``RandomForestClassifier()``, ``KNeighborsClassifier()`` and ``LogisticRegression``
 defaults, with a ``StandardScaler`` in front of SVC, k-NN and logistic regression. Only the final
 fits are timed (no search on either side); the target is >= 10x faster with macro-F1 not lower.
+
+When a model runs on a GPU library (cuML, XGBoost on CUDA), the same tuned model is also fitted
+with its CPU library (scikit-learn, XGBoost on the CPU) on the same features: the ``ours_cpu``
+block of each model and the ``ours_cpu_*``/``gpu_speedup_over_cpu`` totals answer "cuML/XGBoost
+vs scikit-learn". On a CPU backend there is no such block.
 """
 
 from __future__ import annotations
@@ -116,6 +121,30 @@ def _spread(seconds: list[float]) -> dict[str, float]:
     return {"min": min(seconds), "median": float(np.median(seconds)), "max": max(seconds)}
 
 
+def cpu_counterpart(name: str, library: str) -> str | None:
+    """The CPU library of ``name`` when ``library`` is a GPU one ("cuml" -> "sklearn",
+    "xgboost-cuda" -> "xgboost-cpu"), else None (already on the CPU)."""
+    cpu_library = library_for(name, "sklearn")
+    return cpu_library if cpu_library != library else None
+
+
+def gpu_vs_cpu_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over the models timed on both their GPU and CPU library ({} when none was)."""
+    both = [row for row in rows if row.get("ours_cpu") is not None]
+    if not both:
+        return {}
+    gpu_total = sum(row["ours"]["fit_seconds"] for row in both)
+    cpu_total = sum(row["ours_cpu"]["fit_seconds"] for row in both)
+    return {
+        "ours_cpu_models": [row["model"] for row in both],
+        "ours_gpu_fit_seconds_total": gpu_total,
+        "ours_cpu_fit_seconds_total": cpu_total,
+        "gpu_speedup_over_cpu": cpu_total / gpu_total if gpu_total > 0 else None,
+        "ours_gpu_mean_macro_f1": float(np.mean([row["ours"]["test_macro_f1"] for row in both])),
+        "ours_cpu_mean_macro_f1": float(np.mean([row["ours_cpu"]["test_macro_f1"] for row in both])),
+    }
+
+
 def bench_classical(
     run_dir: str | os.PathLike[str],
     backend: Any,
@@ -155,6 +184,19 @@ def bench_classical(
         notebook, description = notebook_estimator(name, seed)
         notebook_runs, notebook_f1 = _fit_and_score(notebook, train, test, groups=False, repeats=repeats, n_jobs=n_jobs)
         ours_seconds, notebook_seconds = min(ours_runs), min(notebook_runs)
+        ours_cpu = None
+        cpu_library = cpu_counterpart(name, library)
+        if cpu_library is not None:  # a GPU library: the same tuned model on the CPU, same features
+            on_cpu = ClassicalModel(name, cpu_library, params, seed, n_jobs)
+            cpu_runs, cpu_f1 = _fit_and_score(on_cpu, train, test, groups=True, repeats=repeats, n_jobs=n_jobs)
+            ours_cpu = {
+                "library": cpu_library,
+                "params": on_cpu.resolved_params(),
+                "fit_seconds": min(cpu_runs),
+                "fit_seconds_spread": _spread(cpu_runs),
+                "test_macro_f1": cpu_f1,
+                "gpu_speedup": min(cpu_runs) / ours_seconds if ours_seconds > 0 else None,
+            }
         rows.append(
             {
                 "model": name,
@@ -179,6 +221,8 @@ def bench_classical(
                 "speedup": notebook_seconds / ours_seconds if ours_seconds > 0 else None,
             }
         )
+        if ours_cpu is not None:
+            rows[-1]["ours_cpu"] = ours_cpu
 
     ours_total = sum(row["ours"]["fit_seconds"] for row in rows)
     notebook_total = sum(row["notebook"]["fit_seconds"] for row in rows)
@@ -225,6 +269,7 @@ def bench_classical(
             "speedup_met": bool(speedup is not None and speedup >= SPEEDUP_TARGET),
             "macro_f1_not_lower_met": bool(ours_f1 >= notebook_f1),
         },
+        **gpu_vs_cpu_totals(rows),
     }
     atomic_write_json(Path(out) if out else paths.bench_dir / "classical.json", report)
     return report

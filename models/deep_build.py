@@ -99,7 +99,7 @@ def make_loaders(
             shuffle=split == "train",
             run_dir=run_dir,
             num_threads=config.num_threads,
-            cache_dir=RunPaths(run_dir).cache_dir,
+            cache_dir=RunPaths(run_dir).cache_dir if config.cache else None,
             stage=f"deep-{config.model}",
             **shard,
         )

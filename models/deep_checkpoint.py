@@ -48,8 +48,9 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in dist_utils.unwrap(model).state_dict().items()}
 
 
+# Settings that do not change what the next epochs train (the clip cache only changes speed).
 RESUME_MAY_CHANGE = frozenset(
-    {"epochs", "patience", "num_threads", "learning_curve_fractions", "learning_curve_epochs"}
+    {"epochs", "patience", "num_threads", "cache", "learning_curve_fractions", "learning_curve_epochs"}
 )
 
 

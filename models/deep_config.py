@@ -43,6 +43,7 @@ class DeepConfig:
     deterministic: bool = False
     seed: int = 0
     num_threads: int = 2
+    cache: bool = True  # decoded-clip cache under RUN_DIR/cache (speed only: what is trained stays the same)
     learning_curve_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     learning_curve_epochs: int | None = None  # None: the same epochs as the main run
 
@@ -55,6 +56,8 @@ class DeepConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {OPTIMIZERS}")
         if min(self.epochs, self.batch_size, self.frames, self.test_clips, self.val_clips, self.grad_accum) < 1:
             raise ValueError("epochs, batch_size, frames, test_clips, val_clips and grad_accum must be >= 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.model == "cnn2d" and self.pooling not in cnn2d.POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; use one of {cnn2d.POOLINGS}")
         if self.model == "cnn3d" and self.freeze not in cnn3d.FREEZE_CHOICES:

@@ -53,6 +53,7 @@ class TrainOutcome:
     fit_seconds: float
     peak_memory_bytes: int | None
     memory_kind: str
+    rejected: list[Any] = field(default_factory=list)  # training videos that failed to decode (this rank)
 
 
 def make_optimizer(model: nn.Module, config: DeepConfig) -> torch.optim.Optimizer:
@@ -310,4 +311,5 @@ def train_from_state(
         progress=progress,
         desc=desc,
     )
+    outcome.rejected = list(train_loader.rejected)
     return model, outcome

@@ -79,6 +79,7 @@ def run_deep(
     force: bool = False,
     resume: bool = False,
     progress: bool = True,
+    rejected: list[Any] | None = None,
 ) -> ModelResult:
     """Train, test and measure one deep model; write RUN_DIR/results/<model>.json (rank 0 only).
 
@@ -88,6 +89,9 @@ def run_deep(
     The result is written as soon as the model is tested, then again with the learning curve, whose
     points are saved one by one under checkpoints/<model>/curve/: an interrupted curve continues
     with its next point on a rerun (``force`` retrains them all).
+    Videos that failed to decode in this call (main training, validation and test, all ranks) are
+    appended to ``rejected`` once each (:class:`pipelines.loader.RejectedVideo`); every one of them
+    is also in RUN_DIR/rejected.csv.
     """
     paths = RunPaths(run_dir)
     result_path = paths.result_json(config.model)
@@ -119,9 +123,11 @@ def run_deep(
         loaders = make_loaders(records, config, backend, context, Path(run_dir))
         if result_path.is_file() and not force:  # only the learning curve is missing
             result = load_result(result_path)
-            return _add_learning_curve(
+            result = _add_learning_curve(
                 result, initial_state, records, loaders, config, backend, context, paths, progress=progress
             )
+            _collect_rejected(rejected, [loaders["val"], loaders["test"]], [], context)
+            return result
         checkpoint_dir = paths.checkpoints_dir / config.model
         resume = _resumable_data(checkpoint_dir, data_id, resume, context)
         model, outcome = train_from_state(
@@ -167,9 +173,24 @@ def run_deep(
             result = _add_learning_curve(
                 result, initial_state, records, loaders, config, backend, context, paths, progress=progress, force=force
             )
+        _collect_rejected(rejected, [loaders["val"], loaders["test"]], outcome.rejected, context)
         return result
     finally:
         dist_utils.shutdown(context)
+
+
+def _collect_rejected(
+    into: list[Any] | None, loaders: Sequence[Any], more: Sequence[Any], context: DistContext
+) -> None:
+    """Extend ``into`` with the rejected videos of ``loaders`` and ``more`` on every rank, one per path.
+    Every rank must call it (it gathers across ranks)."""
+    local = [item for loader in loaders if loader is not None for item in loader.rejected] + list(more)
+    unique: dict[str, Any] = {}
+    for items in dist_utils.gather_objects(local, context):
+        for item in items:
+            unique.setdefault(item.path, item)
+    if into is not None:
+        into.extend(unique.values())
 
 
 def _add_learning_curve(

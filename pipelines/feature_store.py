@@ -9,9 +9,10 @@ videos get a longer step, up to ``spec.max_stride``), centred in the video; vide
 stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second).
 
 The file carries the :class:`FeatureSpec` it was computed with (JSON, ``FeatureSet.spec``) and a
-fingerprint of ``videos.csv``, that spec and the kernel version; a rerun with the same inputs
-loads it instead of recomputing (a file from before the spec was stored is recomputed). Videos
-that fail to decode are listed in ``rejected.csv`` (stage ``features``) and left out of the matrix.
+fingerprint of ``videos.csv``, its video files (path, size, mtime), that spec and the kernel
+version; a rerun with the same inputs loads it instead of recomputing (a file from before the
+spec was stored is recomputed; so is a video re-encoded in place). Videos that fail to decode
+are listed in ``rejected.csv`` (stage ``features``) and left out of the matrix.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pipelines.features import (
     feature_stride,
 )
 from pipelines.records import VideoRecord, class_names, read_videos_csv
-from pipelines.runfiles import RunPaths, atomic_path, fingerprint
+from pipelines.runfiles import RunPaths, atomic_path, file_signature, fingerprint
 
 STAGE = "features"
 BATCH_SIZE = 8
@@ -131,10 +132,19 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
     return FeatureSet(**values)
 
 
+def _video_signature(path: str) -> dict[str, Any] | None:
+    try:
+        return file_signature(path)
+    except OSError:
+        return None  # rejected by the loader; the file appearing later changes the fingerprint
+
+
 def features_fingerprint(videos_csv: str | os.PathLike[str], spec: FeatureSpec) -> str:
-    """What the matrix depends on: the index (content), the kernel settings and its version."""
+    """What the matrix depends on: the index (content), each video file (path, size, mtime; a
+    re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version."""
     index_digest = hashlib.sha256(Path(videos_csv).read_bytes()).hexdigest()
-    return fingerprint(index_digest, spec.to_dict(), KERNEL_VERSION)
+    videos = [(record.video_id, _video_signature(record.path)) for record in read_videos_csv(videos_csv)]
+    return fingerprint(index_digest, videos, spec.to_dict(), KERNEL_VERSION)
 
 
 def feature_clip_spec(spec: FeatureSpec, stride: int) -> Any:
@@ -233,8 +243,13 @@ def extract_features(
     force: bool = False,
     spec: FeatureSpec | None = None,
     batch_size: int = BATCH_SIZE,
+    rejected: list[Any] | None = None,
 ) -> FeatureSet:
-    """Compute (or load, when up to date) ``RUN_DIR/features.npz`` for every video of ``videos.csv``."""
+    """Compute (or load, when up to date) ``RUN_DIR/features.npz`` for every video of ``videos.csv``.
+
+    Videos that failed to decode in this call (none when the file was up to date) are appended
+    to ``rejected`` (:class:`pipelines.loader.RejectedVideo`), as well as to ``rejected.csv``.
+    """
     from tqdm.auto import tqdm
 
     spec = spec or FeatureSpec()
@@ -256,14 +271,16 @@ def extract_features(
             return existing
 
     rows: dict[str, np.ndarray] = {}
-    rejected: list[Any] = []
+    skipped: list[Any] = []
     with tqdm(total=len(records), desc="features", unit="video", disable=not progress) as bar:
         for batch in iter_feature_batches(
-            records, backend, spec, run_dir=run_dir, batch_size=batch_size, rejected=rejected
+            records, backend, spec, run_dir=run_dir, batch_size=batch_size, rejected=skipped
         ):
             rows.update(zip(batch.video_ids, to_numpy(batch.features), strict=True))
             bar.update(len(batch.video_ids))
         bar.update(len(records) - bar.n)
+    if rejected is not None:
+        rejected.extend(skipped)
     kept = [record for record in records if record.video_id in rows]
     if not kept:
         raise ValueError(f"no video of {paths.videos_csv} could be decoded; see {paths.rejected_csv}")

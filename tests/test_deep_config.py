@@ -18,3 +18,22 @@ def test_invalid_settings_are_rejected():
         DeepConfig.for_profile("cnn2d", "tiny", learning_curve_fractions=(0.0, 1.0))
     with pytest.raises(ValueError, match="unknown optimizer"):
         DeepConfig(model="cnn2d", optimizer="lamb")
+
+
+def test_label_smoothing_must_be_below_one():
+    assert DeepConfig.for_profile("cnn3d", "tiny", label_smoothing=0.0).label_smoothing == 0.0
+    with pytest.raises(ValueError, match="label_smoothing"):
+        DeepConfig.for_profile("cnn3d", "tiny", label_smoothing=1.0)
+
+
+def test_switching_the_clip_cache_keeps_checkpoints_resumable(tmp_path):
+    from dataclasses import replace
+
+    from models.deep_checkpoint import check_resumable
+
+    config = DeepConfig.for_profile("cnn2d", "tiny")
+    saved = config.to_dict()
+    check_resumable(saved, replace(config, cache=False), tmp_path / "last.pt")
+    check_resumable({k: v for k, v in saved.items() if k != "cache"}, config, tmp_path / "last.pt")  # older file
+    with pytest.raises(ValueError, match="label_smoothing"):
+        check_resumable(saved, replace(config, label_smoothing=0.3), tmp_path / "last.pt")

@@ -120,6 +120,8 @@ def test_an_interrupted_curve_reuses_its_finished_points_until_settings_or_data_
     retrained.clear()
     assert curve(config, records, lambda fraction, model: retrained.append(fraction)) == points
     assert retrained == []  # a finished curve costs no training
+    assert curve(replace(config, cache=False), records, lambda fraction, model: retrained.append(fraction)) == points
+    assert retrained == []  # nor does switching the clip cache off (it changes speed, not scores)
 
     # Other settings (the lr), other data (a test video dropped) or reuse=False retrain the point.
     half = replace(config, learning_curve_fractions=(0.5,))

@@ -107,9 +107,11 @@ def test_load_features_names_the_fix_when_missing(tmp_path):
 def test_extract_features_end_to_end(tmp_path):
     run_dir = write_run(tmp_path)
     backend = resolve_backend("cpu")
-    features = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    rejected = []
+    features = extract_features(run_dir, backend, progress=False, spec=SPEC, rejected=rejected)
 
     # The broken file is rejected and excluded; the others keep videos.csv order.
+    assert [item.video_id for item in rejected] == ["Vertical/broken"]
     assert list(features.video_ids) == [r.video_id for r in read_videos_csv(run_dir / "videos.csv")][:3]
     assert [row["stage"] for row in read_rejected(run_dir)] == ["features"]
     assert features.X.shape == (3, len(feature_names(SPEC))) and features.X.dtype == np.float32
@@ -128,10 +130,19 @@ def test_extract_features_end_to_end(tmp_path):
     # Rerun: a no-op that loads the file; force or a changed index recomputes.
     npz = run_dir / "features.npz"
     stamp = npz.stat().st_mtime_ns
-    again = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    rejected.clear()
+    again = extract_features(run_dir, backend, progress=False, spec=SPEC, rejected=rejected)
     assert npz.stat().st_mtime_ns == stamp and again.fingerprint == features.fingerprint
-    assert again.spec == SPEC
+    assert again.spec == SPEC and rejected == []  # nothing decoded, nothing rejected this time
     np.testing.assert_array_equal(again.X, features.X)
+    # A video re-encoded in place (same videos.csv row, new file) makes the rerun recompute.
+    vertical = Path(read_videos_csv(run_dir / "videos.csv")[1].path)
+    write_video(vertical, make_clip("horizontal"), FPS, "vp9")
+    reencoded = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    assert reencoded.fingerprint != features.fingerprint and npz.stat().st_mtime_ns != stamp
+    assert not np.array_equal(reencoded.X[1], features.X[1])
+    np.testing.assert_array_equal(reencoded.X[[0, 2]], features.X[[0, 2]])
+    stamp = npz.stat().st_mtime_ns
     os.utime(npz, ns=(stamp - 10**9, stamp - 10**9))
     extract_features(run_dir, backend, progress=False, spec=SPEC, force=True)
     assert npz.stat().st_mtime_ns != stamp - 10**9
@@ -158,6 +169,7 @@ def test_cli_features_and_bench_features(tmp_path):
     result = runner.invoke(main, ["--device", "cpu", "features", "--run", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "3 videos x" in result.output and (run_dir / "features.npz").exists()
+    assert f"1 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in result.output
 
     out = tmp_path / "bench.json"
     result = runner.invoke(

@@ -105,3 +105,32 @@ def test_missing_pretrained_weights_fail_before_training(run_dir, backend, monke
     with pytest.raises(pretrained.WeightsUnavailableError, match="--weights none"):
         run_deep(run_dir, backend, config, force=True, progress=False)
     assert not (run_dir / "checkpoints" / "cnn3d").exists()
+
+
+def test_cli_deep_with_cache_off_and_label_smoothing_reports_rejected_videos(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    run_dir = make_run(tmp_path)
+    records = read_videos_csv(run_dir / "videos.csv")
+    for split in ("train", "test"):
+        broken = tmp_path / "data" / f"broken_{split}.avi"
+        broken.write_bytes(b"not a video" * 50)
+        template = next(r for r in records if r.split == split)
+        records.append(replace(template, video_id=f"Left/broken_{split}", path=str(broken), group=f"broken_{split}"))
+    write_videos_csv(run_dir / "videos.csv", records)
+    args = ["--device", "cpu", "deep", "--run", str(run_dir), "--model", "cnn2d", "--profile", "tiny"]
+    args += ["--epochs", "1", "--size", "16", "--batch-size", "6", "--cache", "off", "--label-smoothing", "0.2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"2 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in result.output
+    saved = load_result(run_dir / "results" / "cnn2d.json")
+    assert saved.config["cache"] is False and saved.config["label_smoothing"] == pytest.approx(0.2)
+    assert not any((run_dir / "cache").rglob("*.*"))  # nothing decoded into the clip cache
+    assert "Left/broken_test" not in {p.video_id for p in saved.predictions}
+
+    again = CliRunner().invoke(main, args)  # finished: nothing decoded, nothing rejected this time
+    assert again.exit_code == 0 and "rejected this run" not in again.output
+    bad = CliRunner().invoke(main, [*args[:-2], "--label-smoothing", "1"])
+    assert bad.exit_code == 2 and "label-smoothing" in bad.output
