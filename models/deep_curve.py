@@ -19,8 +19,8 @@ from models.deep_runtime import amp_dtype
 from models.deep_training import train_from_state
 from models.distributed import DistContext
 from models.schema import LearningCurvePoint
-from pipelines.records import VideoRecord
-from pipelines.runfiles import atomic_write_json, file_signature, fingerprint, read_json
+from pipelines.records import VideoRecord, index_fingerprint
+from pipelines.runfiles import atomic_write_json, fingerprint, read_json
 from pipelines.splits import group_strata
 
 
@@ -63,13 +63,6 @@ def _state_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _video_signature(path: str) -> dict[str, Any] | None:
-    try:
-        return file_signature(path)
-    except OSError:
-        return None  # the loader records it in rejected.csv; a file appearing later changes the fingerprint
-
-
 def curve_fingerprint(
     config: DeepConfig, records: Sequence[VideoRecord], initial_state: dict[str, torch.Tensor]
 ) -> str:
@@ -78,8 +71,7 @@ def curve_fingerprint(
     The list of fractions is left out, so adding a fraction keeps the points already trained."""
     settings = {k: v for k, v in curve_config(config).to_dict().items() if k not in NOT_IN_FINGERPRINT}
     settings.pop("seed")  # part of each point's key
-    videos = [(asdict(r), _video_signature(r.path)) for r in sorted(records, key=lambda r: r.video_id)]
-    return fingerprint(CURVE_POINT_FORMAT, settings, _state_digest(initial_state), videos)
+    return fingerprint(CURVE_POINT_FORMAT, settings, _state_digest(initial_state), index_fingerprint(records))
 
 
 @dataclass(frozen=True)

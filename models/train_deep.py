@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +33,20 @@ from models.deep_runtime import amp_dtype, configure_determinism, peak_memory, s
 from models.deep_training import TrainOutcome, train_from_state
 from models.distributed import DistContext
 from models.schema import Cost, ModelResult, Prediction, load_result, save_result
-from pipelines.records import VideoRecord, read_videos_csv, records_in_split
+from pipelines.records import VideoRecord, index_fingerprint, read_videos_csv, records_in_split
 from pipelines.records import class_names as ordered_class_names
-from pipelines.runfiles import RunPaths, atomic_path, atomic_write_json, fingerprint, read_json, to_json
-
-
-def data_fingerprint(records: Sequence[VideoRecord]) -> str:
-    """Identity of the run's index (every videos.csv row, splits included) that a deep result and
-    its checkpoints were made from."""
-    return fingerprint(sorted((asdict(record) for record in records), key=lambda row: row["video_id"]))
+from pipelines.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, to_json
 
 
 def has_current_result(run_dir: str | os.PathLike[str], model: str) -> bool:
-    """Whether RUN_DIR/results/<model>.json exists and was made from the run's current videos.csv."""
+    """Whether RUN_DIR/results/<model>.json exists and was made from the run's current index
+    (videos.csv and its files: :func:`~pipelines.records.index_fingerprint`)."""
     paths = RunPaths(run_dir)
     result_path = paths.result_json(model)
     if not (result_path.is_file() and paths.videos_csv.is_file()):
         return False
     made_from = load_result(result_path).config.get("data_fingerprint")
-    return made_from == data_fingerprint(read_videos_csv(paths.videos_csv))
+    return made_from == index_fingerprint(read_videos_csv(paths.videos_csv))
 
 
 def _notice(message: str) -> None:
@@ -100,7 +95,7 @@ def run_deep(
             f"{paths.videos_csv} not found; run `python cli.py prepare DATA_ROOT --run {run_dir}` first"
         )
     records = read_videos_csv(paths.videos_csv)
-    data_id = data_fingerprint(records)
+    data_id = index_fingerprint(records)
     if result_path.is_file() and not force:
         existing = load_result(result_path)
         if existing.config.get("data_fingerprint") != data_id:

@@ -17,7 +17,6 @@ are listed in ``rejected.csv`` (stage ``features``) and left out of the matrix.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -36,8 +35,8 @@ from pipelines.features import (
     feature_names,
     feature_stride,
 )
-from pipelines.records import VideoRecord, class_names, read_videos_csv
-from pipelines.runfiles import RunPaths, atomic_path, file_signature, fingerprint
+from pipelines.records import VideoRecord, class_names, index_fingerprint, read_videos_csv
+from pipelines.runfiles import RunPaths, atomic_path, fingerprint
 
 STAGE = "features"
 BATCH_SIZE = 8
@@ -132,19 +131,10 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
     return FeatureSet(**values)
 
 
-def _video_signature(path: str) -> dict[str, Any] | None:
-    try:
-        return file_signature(path)
-    except OSError:
-        return None  # rejected by the loader; the file appearing later changes the fingerprint
-
-
 def features_fingerprint(videos_csv: str | os.PathLike[str], spec: FeatureSpec) -> str:
-    """What the matrix depends on: the index (content), each video file (path, size, mtime; a
-    re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version."""
-    index_digest = hashlib.sha256(Path(videos_csv).read_bytes()).hexdigest()
-    videos = [(record.video_id, _video_signature(record.path)) for record in read_videos_csv(videos_csv)]
-    return fingerprint(index_digest, videos, spec.to_dict(), KERNEL_VERSION)
+    """What the matrix depends on: the index and its video files (:func:`~pipelines.records.index_fingerprint`;
+    a re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version."""
+    return fingerprint(index_fingerprint(read_videos_csv(videos_csv)), spec.to_dict(), KERNEL_VERSION)
 
 
 def feature_clip_spec(spec: FeatureSpec, stride: int) -> Any:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
-from pipelines.runfiles import atomic_path
+from pipelines.runfiles import atomic_path, file_signature, fingerprint
 
 SPLITS = ("train", "val", "test")
 
@@ -69,3 +71,18 @@ def class_names(records: list[VideoRecord]) -> list[str]:
     """Class names ordered by label."""
     by_label = {record.label: record.class_name for record in records}
     return [by_label[label] for label in sorted(by_label)]
+
+
+def _video_signature(path: str) -> dict[str, Any] | None:
+    try:
+        return file_signature(path)
+    except OSError:
+        return None  # a loader rejects it; the file appearing later changes the fingerprint
+
+
+def index_fingerprint(records: Sequence[VideoRecord]) -> str:
+    """Identity of a run's index: every videos.csv row (splits included) and each video file's
+    signature (path, size, mtime). What depends on the data (features, deep results and
+    checkpoints, learning-curve points) is redone when it changes."""
+    rows = sorted(records, key=lambda record: record.video_id)
+    return fingerprint([(asdict(record), _video_signature(record.path)) for record in rows])

@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 import pytest
 
-from pipelines.records import VideoRecord, class_names, read_videos_csv, records_in_split, write_videos_csv
+from pipelines.records import (
+    VideoRecord,
+    class_names,
+    index_fingerprint,
+    read_videos_csv,
+    records_in_split,
+    write_videos_csv,
+)
 
 
 def _record(i: int, split: str, label: int) -> VideoRecord:
@@ -35,3 +45,17 @@ def test_missing_column_names_the_file_and_the_fix(tmp_path):
     path.write_text("video_id,path\nx,y\n")
     with pytest.raises(ValueError, match="prepare"):
         read_videos_csv(path)
+
+
+def test_index_fingerprint_follows_rows_and_files_not_order(tmp_path):
+    video = tmp_path / "a.webm"
+    video.write_bytes(b"frames")
+    records = [
+        VideoRecord("A/a", str(video), "A", 0, "g01", "train", "vp9", 8, 25.0, 32, 24),
+        VideoRecord("B/b", str(tmp_path / "missing.webm"), "B", 1, "g01", "test", "vp9", 8, 25.0, 32, 24),
+    ]
+    first = index_fingerprint(records)
+    assert index_fingerprint(records[::-1]) == first
+    assert index_fingerprint([replace(records[0], split="val"), records[1]]) != first  # another split
+    os.utime(video, ns=(1, 1))  # the file changed (re-encoded in place)
+    assert index_fingerprint(records) != first

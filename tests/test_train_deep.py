@@ -11,9 +11,9 @@ from models.deep_build import clip_specs
 from models.deep_config import DeepConfig
 from models.deep_curve import CURVE_DIR
 from models.schema import load_result, save_result
-from models.train_deep import data_fingerprint, has_current_result, load_trained_model, run_deep
+from models.train_deep import has_current_result, load_trained_model, run_deep
 from pipelines.backend import resolve_backend
-from pipelines.records import read_videos_csv, write_videos_csv
+from pipelines.records import index_fingerprint, read_videos_csv, write_videos_csv
 from pipelines.runfiles import read_json
 from tests.deep_data import CLASSES, TEST_SIZE, make_run, tiny_config
 
@@ -71,8 +71,8 @@ def test_a_re_prepared_index_retrains_instead_of_reusing_a_stale_result(tmp_path
     assert not has_current_result(run_dir, "cnn2d")
     second = run_deep(run_dir, backend, config, progress=False, resume=True)
     assert second.config["data_fingerprint"] != first.config["data_fingerprint"]
-    assert second.config["data_fingerprint"] == data_fingerprint(records)
-    assert read_json(run_dir / "checkpoints" / "cnn2d" / "data.json")["data_fingerprint"] == data_fingerprint(records)
+    assert second.config["data_fingerprint"] == index_fingerprint(records)
+    assert read_json(run_dir / "checkpoints" / "cnn2d" / "data.json")["data_fingerprint"] == index_fingerprint(records)
     assert load_result(run_dir / "results" / "cnn2d.json") == second
 
 
