@@ -111,6 +111,18 @@ def _echo_rejected(count: int, run_dir: Path) -> None:
         click.echo(notice)
 
 
+def cache_notice(run_dir: Path) -> str | None:
+    """The end-of-command line about the decoded-clip cache's size on disk (None when empty)."""
+    from pipelines.clip_cache import ClipCache
+    from pipelines.runfiles import RunPaths
+
+    cache_dir = RunPaths(run_dir).cache_dir
+    size = ClipCache(cache_dir).cache_size_bytes()
+    if size <= 0:
+        return None
+    return f"decoded-clip cache: {size / 2**20:.1f} MiB in {cache_dir} (safe to delete; rebuilt on the next pass)"
+
+
 _RUN_WITH_FEATURES = click.Path(file_okay=False, path_type=Path)
 
 
@@ -277,6 +289,8 @@ def deep(
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(summarize(result))
         _echo_rejected(len(rejected), run_dir)
+        if config.cache and (notice := cache_notice(run_dir)):
+            click.echo(notice)
 
 
 @bench.command("deep")

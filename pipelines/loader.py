@@ -174,6 +174,12 @@ class ClipLoader:
                 if batch is not None:
                     yield batch
 
+    @property
+    def _codec_threads(self) -> int:
+        """PyAV decoder threads per pool worker: the pool already runs ``num_threads`` videos at
+        once, so each gets its share of the cores (1 on a 2-core machine)."""
+        return max(1, (os.cpu_count() or 1) // self.num_threads)
+
     def _sample(self, video: int, clip: int, n_frames: int) -> tuple[np.ndarray, np.random.Generator | None]:
         if self.spec.mode == "eval":
             return eval_indices(n_frames, self.spec, clip), None
@@ -212,22 +218,22 @@ class ClipLoader:
         """Inputs for the given clips of one video (runs on the decode thread pool)."""
         record = self.records[video]
         if self.cache is not None:
-            cached = self.cache.entry(record.path, self.spec.short_side)
-            if cached is not None:
+            video_frames = self.cache.entry(record.path, self.spec.short_side)
+            if video_frames is not None:
                 self.cache_hits += 1
-                shape, read = cached.shape, cached.read
             else:
                 self.cache_misses += 1
-                frames = self.cache.decode_and_store(record.path, self.spec.short_side)
-                shape, read = frames.shape, (lambda indices: np.ascontiguousarray(frames[indices]))
-            frame_size = (int(shape[1]), int(shape[2]))
-            resized = min(frame_size) == self.spec.short_side
+                video_frames = self.cache.decode_and_store(
+                    record.path, self.spec.short_side, codec_threads=self._codec_threads
+                )
+            n_frames, height, width, _ = video_frames.shape
+            resized = min(height, width) == self.spec.short_side
             inputs = {}
             for clip in clips:
-                indices, rng = self._sample(video, clip, int(shape[0]))
+                indices, rng = self._sample(video, clip, n_frames)
                 inputs[clip] = _ClipInput(
-                    frames=read(indices),
-                    arguments=self._arguments(rng, video, frame_size, resized=resized),
+                    frames=video_frames.read(indices),
+                    arguments=self._arguments(rng, video, (height, width), resized=resized),
                     resized=resized,
                 )
             return inputs
@@ -251,7 +257,7 @@ class ClipLoader:
     ) -> dict[int, _ClipInput]:
         record = self.records[video]
         wanted = np.unique(np.concatenate([indices for indices, _ in sampled.values()]))
-        frames = decode_frames(record.path, wanted)
+        frames = decode_frames(record.path, wanted, codec_threads=self._codec_threads)
         position = {int(index): row for row, index in enumerate(wanted)}
         inputs = {}
         for clip, (indices, rng) in sampled.items():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from pipelines.backend import resolve_backend
-from pipelines.clip_cache import ClipCache, DecodeError, decode_frames, scaled_size
+from pipelines.clip_cache import ClipCache, DecodeError, FrameLayout, decode_frames, scaled_size
 from pipelines.clips import ClipSpec
 from pipelines.loader import make_clip_loader
 from pipelines.records import VideoRecord
@@ -32,16 +33,15 @@ def records(tmp_path: Path) -> list[VideoRecord]:
     return [_record(tmp_path / "a.webm", frames, "vp9"), _record(tmp_path / "b.avi", frames[:8], "mpeg4")]
 
 
-def test_scaled_size_upscales_only_a_little() -> None:
+def test_scaled_size_only_shrinks() -> None:
     assert scaled_size(240, 320, 128) == (128, 171)
+    assert scaled_size(320, 240, 128) == (171, 128)
     assert scaled_size(120, 160, 128) == (120, 160)
-    assert scaled_size(120, 160, 128, max_upscale=1.25) == (128, 171)
-    assert scaled_size(120, 160, 256, max_upscale=1.25) == (120, 160)
     assert scaled_size(48, 64, None) == (48, 64)
 
 
 def test_small_sources_are_cached_small_and_resized_by_the_pipeline(records: list[VideoRecord], tmp_path: Path) -> None:
-    spec = ClipSpec(frames=4, size=112, layout="BTHWC")  # short side 128 > 1.25 x 48
+    spec = ClipSpec(frames=4, size=112, layout="BTHWC")  # short side 128 > 48
     backend = resolve_backend("cpu")
     direct = np.concatenate([b.clips for b in make_clip_loader(records, spec, backend, batch_size=2)])
     for _ in range(2):  # cold, then warm
@@ -51,7 +51,8 @@ def test_small_sources_are_cached_small_and_resized_by_the_pipeline(records: lis
         assert cached.shape == direct.shape == (2, 4, 112, 112, 3)
         # Same frames, same crop; the cache path decodes with PyAV, the direct VP9 one with DALI.
         assert np.abs(cached.astype(int) - direct.astype(int)).mean() < 3
-    assert np.load(next(tmp_path.rglob("a-*.npy")), mmap_mode="r").shape == (10, 48, 64, 3)
+    entry = ClipCache(tmp_path).entry(records[0].path, spec.short_side)
+    assert entry is not None and entry.layout == FrameLayout("i420", 10, 48, 64)
 
 
 def test_decode_frames_errors_and_short_tail(records: list[VideoRecord], tmp_path: Path) -> None:
@@ -73,8 +74,9 @@ def test_second_pass_reads_cache_and_yields_same_clips(records: list[VideoRecord
     first = np.concatenate([batch.clips for batch in cold])
     assert (cold.cache_hits, cold.cache_misses) == (0, 2)
     size = ClipCache(cache_dir).cache_size_bytes()
-    # Stored at the clip short side (ceil(32 * 1.14) = 37): 10 + 8 frames of 37x49x3 plus headers.
-    assert 18 * 37 * 49 * 3 <= size < 18 * 37 * 49 * 3 + 4096
+    # Shrunk to the clip short side (ceil(32 * 1.14) = 37), rounded up to even sides for I420:
+    # 10 + 8 frames of 38x50 pixels at 1.5 bytes each, plus headers and sidecars.
+    assert 18 * 38 * 50 * 3 // 2 <= size < 18 * 38 * 50 * 3 // 2 + 4096
     warm = make_clip_loader(records, spec, backend, batch_size=3, cache_dir=cache_dir)
     second = np.concatenate([batch.clips for batch in warm])
     assert (warm.cache_hits, warm.cache_misses) == (2, 0)
@@ -93,33 +95,66 @@ def test_second_pass_reads_cache_and_yields_same_clips(records: list[VideoRecord
 def test_touching_the_source_invalidates_the_entry(records: list[VideoRecord], tmp_path: Path) -> None:
     cache = ClipCache(tmp_path / "cache")
     source = records[0].path
-    frames, hit = cache.load_or_decode(source, 32)
-    assert not hit and frames.shape == (10, 32, 43, 3)
-    again, hit = cache.load_or_decode(source, 32)
-    assert hit and isinstance(again, np.memmap)
-    np.testing.assert_array_equal(frames, again)
-    assert cache.load(source, 24) is None  # another short side is another entry
+    assert cache.entry(source, 32) is None
+    video = cache.decode_and_store(source, 32)
+    assert video.shape == (10, 32, 44, 3)  # 32 x 42.7, long side rounded up to even for I420
+    entry = cache.entry(source, 32)
+    assert entry is not None and entry.shape == video.shape
+    assert cache.entry(source, 24) is None  # another short side is another entry
     stat = os.stat(source)
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert cache.load(source, 32) is None
-    _, hit = cache.load_or_decode(source, 32)
-    assert not hit
-    assert cache.load(source, 32) is not None
+    assert cache.entry(source, 32) is None
+    cache.decode_and_store(source, 32)
+    assert cache.entry(source, 32) is not None
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
 
-def test_entry_reads_sampled_frames_and_goes_stale(records: list[VideoRecord], tmp_path: Path) -> None:
+def test_entries_of_other_formats_are_removed_on_the_first_store(records: list[VideoRecord], tmp_path: Path) -> None:
+    old = tmp_path / "cache" / "v1-s32"
+    old.mkdir(parents=True)
+    (old / "a-0123.npy").write_bytes(b"0" * 100)
+    cache = ClipCache(tmp_path / "cache")
+    assert cache.entry(records[0].path, 32) is None and old.exists()  # reading deletes nothing
+    cache.decode_and_store(records[0].path, 32)
+    assert not old.exists() and cache.entry(records[0].path, 32) is not None
+
+
+def test_entry_reads_sampled_frames_as_rgb(records: list[VideoRecord], tmp_path: Path) -> None:
     cache = ClipCache(tmp_path / "cache")
     source = records[0].path
-    assert cache.entry(source, 32) is None
-    frames = cache.decode_and_store(source, 32)
+    video = cache.decode_and_store(source, 32)
     entry = cache.entry(source, 32)
-    assert entry is not None and entry.shape == frames.shape
+    assert entry is not None
     picked = entry.read([9, 0, 4, 4])
-    assert picked.flags.c_contiguous
-    np.testing.assert_array_equal(picked, frames[[9, 0, 4, 4]])
-    with pytest.raises(IndexError):
-        entry.read([10])
-    stat = os.stat(source)
-    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert cache.entry(source, 32) is None
+    assert picked.flags.c_contiguous and picked.dtype == np.uint8 and picked.shape == (4, 32, 44, 3)
+    np.testing.assert_array_equal(picked, video.read([9, 0, 4, 4]))
+    for outside in (10, -1):
+        with pytest.raises(IndexError):
+            entry.read([outside])
+
+
+def test_i420_entries_match_decoding_to_rgb(tmp_path: Path) -> None:
+    """Stored as I420 and shrunk plane by plane: within a few grey levels of decoding straight to
+    RGB and shrinking that (the routes differ only in where chroma is resampled), on smooth
+    content like real video."""
+    y, x = np.mgrid[0:96, 0:128]
+    frame = np.stack([x * 2, y * 2, 255 - x - y], axis=-1).clip(0, 255).astype(np.uint8)
+    record = _record(tmp_path / "smooth.webm", np.repeat(frame[None], 5, axis=0), "vp9")
+    entry_frames = ClipCache(tmp_path / "cache").decode_and_store(record.path, 40).read([0, 4])
+    assert entry_frames.shape == (2, 40, 54, 3)  # 40 x 53.3, long side rounded up to even
+    direct = decode_frames(record.path, [0, 4])
+    shrunk = np.stack([cv2.resize(f, (54, 40), interpolation=cv2.INTER_AREA) for f in direct])
+    assert np.abs(entry_frames.astype(int) - shrunk.astype(int)).mean() < 2
+
+
+def test_full_range_sources_are_cached_as_rgb(tmp_path: Path) -> None:
+    """MJPEG decodes to full-range 4:2:0, which the I420 conversion would get wrong: stored as RGB."""
+    rng = np.random.default_rng(1)
+    frames = np.repeat(rng.integers(0, 255, (1, 48, 64, 3), dtype=np.uint8), 6, axis=0)
+    record = _record(tmp_path / "m.avi", frames, "mjpeg")
+    cache = ClipCache(tmp_path / "cache")
+    video = cache.decode_and_store(record.path, 128)
+    entry = cache.entry(record.path, 128)
+    assert entry is not None and entry.layout == FrameLayout("rgb24", 6, 48, 64)
+    np.testing.assert_array_equal(entry.read([5, 1]), decode_frames(record.path, [5, 1]))
+    np.testing.assert_array_equal(entry.read([5, 1]), video.read([5, 1]))

@@ -128,9 +128,14 @@ def test_cli_deep_with_cache_off_and_label_smoothing_reports_rejected_videos(tmp
     saved = load_result(run_dir / "results" / "cnn2d.json")
     assert saved.config["cache"] is False and saved.config["label_smoothing"] == pytest.approx(0.2)
     assert not any((run_dir / "cache").rglob("*.*"))  # nothing decoded into the clip cache
+    assert "decoded-clip cache" not in result.output
     assert "Left/broken_test" not in {p.video_id for p in saved.predictions}
 
     again = CliRunner().invoke(main, args)  # finished: nothing decoded, nothing rejected this time
     assert again.exit_code == 0 and "rejected this run" not in again.output
     bad = CliRunner().invoke(main, [*args[:-2], "--label-smoothing", "1"])
     assert bad.exit_code == 2 and "label-smoothing" in bad.output
+    cached = CliRunner().invoke(main, [*args[:-4], "--cache", "on", "--force"])
+    assert cached.exit_code == 0, cached.output
+    size = sum(path.stat().st_size for path in (run_dir / "cache").rglob("*") if path.is_file())
+    assert size > 0 and f"decoded-clip cache: {size / 2**20:.1f} MiB in {run_dir / 'cache'}" in cached.output
