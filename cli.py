@@ -98,14 +98,9 @@ def _model_list(value: str | None) -> list[str] | None:
     return names
 
 
-def rejected_notice(count: int, run_dir: Path) -> str | None:
-    """The end-of-command line about videos skipped because they failed to decode (None if none)."""
-    if count <= 0:
-        return None
-    return f"{count} video(s) rejected this run (see {Path(run_dir) / 'rejected.csv'})"
-
-
 def _echo_rejected(count: int, run_dir: Path) -> None:
+    from pipelines.runfiles import rejected_notice
+
     notice = rejected_notice(count, run_dir)
     if notice:
         click.echo(notice)

@@ -136,6 +136,7 @@ def learning_curve_points(
     points_dir: Path | None = None,
     reuse: bool = True,
     seeds: Sequence[int] | None = None,
+    rejected: list[Any] | None = None,
 ) -> list[LearningCurvePoint]:
     """RETRAIN from ``initial_state`` on each fraction of the training groups; test each model.
 
@@ -143,7 +144,8 @@ def learning_curve_points(
     it is known, and (with ``reuse``) a rerun takes saved scores whose fingerprint
     (:func:`curve_fingerprint`) matches instead of retraining, so an interrupted curve continues
     with the next point. ``seeds`` default to ``(config.seed,)``. ``on_trained(fraction, model)``
-    sees every model actually retrained (tests check they differ and which were reused)."""
+    sees every model actually retrained (tests check they differ and which were reused).
+    Videos the retraining loaders reject are appended to ``rejected``."""
     lc_config = curve_config(config)
     train_records = [r for r in records if r.split == "train"]
     dtype = amp_dtype(config, context.device)
@@ -165,7 +167,7 @@ def learning_curve_points(
             if score is None:
                 score = _retrain_and_test(
                     initial_state, train_records, loaders, replace(lc_config, seed=seed), fraction,
-                    backend, context, run_dir, class_names, dtype, progress, on_trained,
+                    backend, context, run_dir, class_names, dtype, progress, on_trained, rejected,
                 )  # fmt: skip
                 if points_dir is not None and context.is_main:
                     save_point(point_path(points_dir, fraction, seed), score, point_fingerprint)
@@ -190,9 +192,10 @@ def _retrain_and_test(
     dtype: torch.dtype | None,
     progress: bool,
     on_trained: Callable[[float, nn.Module], None] | None,
+    rejected: list[Any] | None = None,
 ) -> SeedScore:
     subset = subsample_groups(train_records, fraction, config.seed)
-    model, _ = train_from_state(
+    model, outcome = train_from_state(
         initial_state,
         subset,
         loaders["val"],
@@ -207,6 +210,8 @@ def _retrain_and_test(
     metrics = predict_videos(model, loaders["test"], context.device, dtype, context).metrics(class_names)
     if on_trained is not None:
         on_trained(fraction, model)
+    if rejected is not None:
+        rejected.extend(outcome.rejected)
     return SeedScore(
         fraction=fraction,
         seed=config.seed,

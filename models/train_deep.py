@@ -118,10 +118,12 @@ def run_deep(
         loaders = make_loaders(records, config, backend, context, Path(run_dir))
         if result_path.is_file() and not force:  # only the learning curve is missing
             result = load_result(result_path)
+            curve_rejected: list[Any] = []
             result = _add_learning_curve(
-                result, initial_state, records, loaders, config, backend, context, paths, progress=progress
-            )
-            _collect_rejected(rejected, [loaders["val"], loaders["test"]], [], context)
+                result, initial_state, records, loaders, config, backend, context, paths, progress=progress,
+                rejected=curve_rejected,
+            )  # fmt: skip
+            _collect_rejected(rejected, [loaders["val"], loaders["test"]], curve_rejected, context)
             return result
         checkpoint_dir = paths.checkpoints_dir / config.model
         resume = _resumable_data(checkpoint_dir, data_id, resume, context)
@@ -164,11 +166,13 @@ def run_deep(
             result.cost.model_bytes = (paths.models_dir / f"{config.model}.pt").stat().st_size
             save_result(result, result_path)
         dist_utils.barrier(context)
+        curve_rejected: list[Any] = []
         if learning_curve:
             result = _add_learning_curve(
-                result, initial_state, records, loaders, config, backend, context, paths, progress=progress, force=force
-            )
-        _collect_rejected(rejected, [loaders["val"], loaders["test"]], outcome.rejected, context)
+                result, initial_state, records, loaders, config, backend, context, paths, progress=progress,
+                force=force, rejected=curve_rejected,
+            )  # fmt: skip
+        _collect_rejected(rejected, [loaders["val"], loaders["test"]], [*outcome.rejected, *curve_rejected], context)
         return result
     finally:
         dist_utils.shutdown(context)
@@ -200,8 +204,10 @@ def _add_learning_curve(
     *,
     progress: bool,
     force: bool = False,
+    rejected: list[Any] | None = None,
 ) -> ModelResult:
-    """``result`` with its learning curve (saved points reused unless ``force``), written again."""
+    """``result`` with its learning curve (saved points reused unless ``force``), written again;
+    videos its training loaders reject are appended to ``rejected``."""
     result.learning_curve = learning_curve_points(
         initial_state,
         records,
@@ -214,6 +220,7 @@ def _add_learning_curve(
         progress,
         points_dir=paths.checkpoints_dir / config.model / CURVE_DIR,
         reuse=not force,
+        rejected=rejected,
     )
     if context.is_main:
         save_result(result, paths.result_json(config.model))

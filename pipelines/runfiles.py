@@ -161,6 +161,13 @@ def append_rejected(run_dir: str | os.PathLike[str], path: str, reason: str, sta
     write_rejected(rejected, rows)
 
 
+def rejected_notice(count: int, run_dir: str | os.PathLike[str]) -> str | None:
+    """The end-of-command line about videos skipped because they failed to decode (None if none)."""
+    if count <= 0:
+        return None
+    return f"{count} video(s) rejected this run (see {RunPaths(run_dir).rejected_csv})"
+
+
 def read_rejected(run_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
     rejected = RunPaths(run_dir).rejected_csv
     if not rejected.exists():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.demo import DemoConfig
-from pipelines.runfiles import RunPaths
+from pipelines.runfiles import RunPaths, rejected_notice
 
 DEEP_MODELS = ("cnn2d", "cnn3d")
 PROFILE_NAMES = ("tiny", "cpu", "gpu")
@@ -183,9 +183,17 @@ def run_comparison(
         summary = prepare_run(source, run_dir, classes=classes, seed=chosen.split_seed, progress=progress)
         return str(summary) if summary is not None else f"videos.csv in {run_dir}"
 
+    rejected: dict[str, Any] = {}  # path -> the stage's RejectedVideo: decode failures of this run
+
+    def with_rejected(message: str, found: list[Any]) -> str:
+        rejected.update({item.path: item for item in found})
+        return f"{message}, {len(found)} video(s) rejected" if found else message
+
     def features_stage() -> str:
-        features = extract_features(run_dir, backend, progress=progress, spec=chosen.features_spec())
-        return f"{features.X.shape[0]} videos x {features.X.shape[1]} features ({backend.features.name})"
+        found: list[Any] = []
+        features = extract_features(run_dir, backend, progress=progress, spec=chosen.features_spec(), rejected=found)
+        shape = f"{features.X.shape[0]} videos x {features.X.shape[1]} features ({backend.features.name})"
+        return with_rejected(shape, found)
 
     def classical_stage() -> str:
         results = run_classical(
@@ -206,10 +214,12 @@ def run_comparison(
                 config = chosen.deep_config(model)
                 if not has_current_result(run_dir, model):  # a finished model is reused whatever its weights
                     config = _weights_or_scratch(config)
-                result = run_deep(run_dir, backend, config, learning_curve=True, progress=progress)
-                return (
+                found: list[Any] = []
+                result = run_deep(run_dir, backend, config, learning_curve=True, progress=progress, rejected=found)
+                return with_rejected(
                     f"{model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s "
-                    f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
+                    f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})",
+                    found,
                 )
 
             stages.append(("deep", f"deep model {model} ({chosen.name} profile)", deep_stage))
@@ -236,6 +246,8 @@ def run_comparison(
         _note(f"{message}  [{time.perf_counter() - t0:.1f} s]", progress)
         if stop_after == key and not (key == "deep" and any(s[0] == "deep" for s in stages[number:])):
             _note(f"stopped after {key} (as asked); rerun to continue", progress)
+            if notice := rejected_notice(len(rejected), run_dir):
+                _note(notice, progress)
             return paths.report_dir / "index.html"
 
     index = paths.report_dir / "index.html"
@@ -243,4 +255,6 @@ def run_comparison(
         total = time.perf_counter() - started
         print(f"\nDone in {total / 60:.1f} min. Report: {index}", flush=True)
         print((paths.report_dir / "summary.txt").read_text(), end="", flush=True)
+        if notice := rejected_notice(len(rejected), run_dir):
+            print(notice, flush=True)
     return index

@@ -133,6 +133,11 @@ def test_cli_deep_with_cache_off_and_label_smoothing_reports_rejected_videos(tmp
 
     again = CliRunner().invoke(main, args)  # finished: nothing decoded, nothing rejected this time
     assert again.exit_code == 0 and "rejected this run" not in again.output
+    # Only the learning curve is missing: its retraining loaders meet broken_train again, and count it.
+    curve = CliRunner().invoke(main, [*args, "--learning-curve"])
+    assert curve.exit_code == 0, curve.output
+    assert f"2 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in curve.output
+    assert load_result(run_dir / "results" / "cnn2d.json").learning_curve
     bad = CliRunner().invoke(main, [*args[:-2], "--label-smoothing", "1"])
     assert bad.exit_code == 2 and "label-smoothing" in bad.output
     cached = CliRunner().invoke(main, [*args[:-4], "--cache", "on", "--force"])

@@ -107,3 +107,29 @@ def test_analyze_command_writes_the_report(tmp_path: Path):
 def test_analyze_without_results_is_a_clear_error(tmp_path: Path):
     result = CliRunner().invoke(main, ["--device", "cpu", "analyze", "--run", str(tmp_path)])
     assert result.exit_code == 1 and "no valid result" in result.output
+
+
+def test_run_reports_videos_that_fail_to_decode(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A file that passed the pre-flight check but fails to decode later is skipped, counted in the
+    stage line and in the run's closing line, and listed in rejected.csv."""
+    from dataclasses import replace
+
+    from pipelines.backend import resolve_backend
+    from pipelines.records import read_videos_csv, write_videos_csv
+    from pipelines.runfiles import read_rejected
+    from pipelines.workflow import run_comparison
+
+    run_dir = tmp_path / "run"
+    backend = resolve_backend("cpu")
+    run_comparison(None, run_dir, profile="tiny", backend=backend, skip_deep=True, stop_after="prepare")
+    records = read_videos_csv(run_dir / "videos.csv")
+    broken = tmp_path / "broken.webm"
+    broken.write_bytes(b"not a video" * 50)  # as if the file was damaged after `prepare`
+    records.append(replace(records[0], video_id="x/broken", path=str(broken)))
+    write_videos_csv(run_dir / "videos.csv", records)
+    capsys.readouterr()
+    run_comparison(None, run_dir, profile="tiny", backend=backend, skip_deep=True, stop_after="features")
+    output = capsys.readouterr().out
+    assert f"{len(records) - 1} videos x" in output and ", 1 video(s) rejected" in output
+    assert f"1 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in output
+    assert [row["path"] for row in read_rejected(run_dir) if row["stage"] == "features"] == [str(broken)]
