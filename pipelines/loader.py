@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from pipelines.backend import Backend
-from pipelines.clip_cache import ClipCache, DecodeError, decode_frames
+from pipelines.clip_cache import CachedVideo, ClipCache, DecodedVideo, DecodeError, decode_frames
 from pipelines.clips import (
     ClipSpec,
     augmentation_matrix,
@@ -177,8 +177,9 @@ class ClipLoader:
     @property
     def _codec_threads(self) -> int:
         """PyAV decoder threads per pool worker: the pool already runs ``num_threads`` videos at
-        once, so each gets its share of the cores (1 on a 2-core machine)."""
-        return max(1, (os.cpu_count() or 1) // self.num_threads)
+        once, so each gets its share of the cores this process may use (1 on a 2-core machine)."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // self.num_threads)
 
     def _sample(self, video: int, clip: int, n_frames: int) -> tuple[np.ndarray, np.random.Generator | None]:
         if self.spec.mode == "eval":
@@ -218,25 +219,15 @@ class ClipLoader:
         """Inputs for the given clips of one video (runs on the decode thread pool)."""
         record = self.records[video]
         if self.cache is not None:
-            video_frames = self.cache.entry(record.path, self.spec.short_side)
-            if video_frames is not None:
-                self.cache_hits += 1
-            else:
-                self.cache_misses += 1
-                video_frames = self.cache.decode_and_store(
-                    record.path, self.spec.short_side, codec_threads=self._codec_threads
-                )
-            n_frames, height, width, _ = video_frames.shape
-            resized = min(height, width) == self.spec.short_side
-            inputs = {}
-            for clip in clips:
-                indices, rng = self._sample(video, clip, n_frames)
-                inputs[clip] = _ClipInput(
-                    frames=video_frames.read(indices),
-                    arguments=self._arguments(rng, video, (height, width), resized=resized),
-                    resized=resized,
-                )
-            return inputs
+            entry = self.cache.entry(record.path, self.spec.short_side)
+            if entry is not None:
+                try:
+                    return self._clips_from(entry, video, clips)
+                except OSError:  # damaged outside the cache's atomic writes: decode it again
+                    pass
+            self.cache_misses += 1
+            decoded = self.cache.decode_and_store(record.path, self.spec.short_side, codec_threads=self._codec_threads)
+            return self._clips_from(decoded, video, clips)
         sampled = {clip: self._sample(video, clip, record.frames) for clip in clips}
         height, width = record.height, record.width
         codecs = DALI_GPU_CODECS if self.device == "gpu" else DALI_CPU_CODECS
@@ -251,6 +242,23 @@ class ClipLoader:
                 for clip, (indices, rng) in sampled.items()
             }
         return self._decode_with_pyav(video, sampled)
+
+    def _clips_from(self, stored: CachedVideo | DecodedVideo, video: int, clips: list[int]) -> dict[int, _ClipInput]:
+        """Inputs for the given clips from a cache entry or a just-decoded video (an entry counts
+        as a hit once all its frames were read)."""
+        n_frames, height, width, _ = stored.shape
+        resized = min(height, width) == self.spec.short_side
+        inputs = {}
+        for clip in clips:
+            indices, rng = self._sample(video, clip, n_frames)
+            inputs[clip] = _ClipInput(
+                frames=stored.read(indices),
+                arguments=self._arguments(rng, video, (height, width), resized=resized),
+                resized=resized,
+            )
+        if isinstance(stored, CachedVideo):
+            self.cache_hits += 1
+        return inputs
 
     def _decode_with_pyav(
         self, video: int, sampled: dict[int, tuple[np.ndarray, np.random.Generator | None]]

@@ -158,3 +158,21 @@ def test_full_range_sources_are_cached_as_rgb(tmp_path: Path) -> None:
     assert entry is not None and entry.layout == FrameLayout("rgb24", 6, 48, 64)
     np.testing.assert_array_equal(entry.read([5, 1]), decode_frames(record.path, [5, 1]))
     np.testing.assert_array_equal(entry.read([5, 1]), video.read([5, 1]))
+
+
+def test_a_damaged_entry_is_decoded_again(records: list[VideoRecord], tmp_path: Path) -> None:
+    """An entry cut short behind the cache's back (its own writes are atomic) no longer matches its
+    sidecar's layout: a miss, decoded and stored again, not a crash and not a rejected video."""
+    cache_dir = tmp_path / "cache"
+    spec = ClipSpec(frames=4, size=32, layout="BTHWC")
+    backend = resolve_backend("cpu")
+    cold = make_clip_loader(records, spec, backend, batch_size=2, cache_dir=cache_dir)
+    first = np.concatenate([b.clips for b in cold])
+    frames_file = next(cache_dir.rglob("a-*.npy"))
+    with open(frames_file, "r+b") as handle:
+        handle.truncate(frames_file.stat().st_size // 2)
+    again = make_clip_loader(records, spec, backend, batch_size=2, cache_dir=cache_dir)
+    second = np.concatenate([b.clips for b in again])
+    assert (again.cache_hits, again.cache_misses, again.rejected) == (1, 1, [])
+    np.testing.assert_array_equal(first, second)
+    assert ClipCache(cache_dir).entry(records[0].path, spec.short_side) is not None
