@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,7 +43,19 @@ def csv_list(value: str | None) -> list[str] | None:
     return items or None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.Group):
+    """The command group; a full disk ends any command with one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from pipelines.runfiles import DiskFullError
+
+        try:
+            return super().invoke(ctx)
+        except DiskFullError as exc:
+            raise click.ClickException(exc.strerror or str(exc)) from exc
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--device",
     type=click.Choice(DEVICE_CHOICES),

@@ -8,9 +8,11 @@ would mistake for finished work.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,9 +87,31 @@ def _current_umask() -> int:
     return mask
 
 
+class DiskFullError(OSError):
+    """An output could not be written because its disk is full."""
+
+
+LOW_DISK_BYTES = 64 * 2**20
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` came from a full disk: ENOSPC, or any write error with almost no space left
+    (some writers, torch.save among them, report a short write as a RuntimeError)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < LOW_DISK_BYTES
+    except OSError:
+        return False
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically."""
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
+
+    A write that fails because the disk is full raises :class:`DiskFullError` naming ``target``;
+    either way the temporary file is removed and ``target`` is left as it was.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -97,6 +121,15 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give outputs normal permissions
         os.replace(tmp, target)
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, DiskFullError) or not _disk_full(exc, target.parent):
+            raise
+        free = shutil.disk_usage(target.parent).free / 2**20
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"could not write {target}: its disk is full ({free:.0f} MiB free). Free some space (a run's "
+            "decoded-clip cache, RUN/cache, is safe to delete) and rerun the same command: finished work is kept",
+        ) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.runfiles import (
+    DiskFullError,
     RunPaths,
     append_rejected,
     atomic_path,
@@ -23,6 +26,19 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert read_json(target) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to get a real ENOSPC")
+def test_a_full_disk_is_named_with_the_file_and_the_fix(tmp_path):
+    target = tmp_path / "model.pt"
+    atomic_write_json(target, {"kept": True})
+    with pytest.raises(DiskFullError, match=f"could not write {target}: its disk is full.*rerun"):
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+            tmp.symlink_to("/dev/full")  # the kernel answers every write with ENOSPC
+            tmp.write_bytes(b"weights")
+    assert read_json(target) == {"kept": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
 
 
 def test_rejected_rows_accumulate_without_duplicates(tmp_path):
