@@ -269,7 +269,7 @@ def train_clip_pipeline(spec: ClipSpec, device: str = "cpu", source: str = "fram
     flip are one affine map (``affine``: 3x3 homogeneous, output pixel -> source pixel, built by
     :func:`pipelines.clips.augmentation_matrix`), so frames are resampled once: bilinear, without
     antialiasing, which is fine because the source is at most ~2x the crop (cached frames are at
-    1.14x the crop size; UCF101's 240p decoded directly gives crops of at most 2.1x).
+    most 1.14x the crop size, rounded up to even; UCF101's 240p decoded directly gives crops of at most 2.1x).
     Brightness and contrast are per-channel affine maps, so they are folded into the
     normalisation's per-sample ``mean``/``std`` (:func:`pipelines.clips.jitter_normalization`);
     only saturation, which mixes channels, needs a step of its own (:func:`_colour_jitter`).
