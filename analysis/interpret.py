@@ -17,7 +17,13 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from analysis import plots
-from pipelines.runfiles import RunPaths
+from core.runfiles import RunPaths
+from models.deep.build import clip_specs
+from models.deep.config import DeepConfig
+from models.deep.train import load_trained_model
+from pipelines.data.records import read_videos_csv, records_in_split
+from pipelines.features.store import load_features
+from pipelines.video.loader import make_clip_loader
 
 FEATURE_GROUPS = ("motion", "appearance", "colour", "temporal")
 CLASSICAL_MODELS = ("svm", "rf", "knn", "logreg", "gb")
@@ -109,8 +115,6 @@ def classical_section(
 ) -> Section:
     """Permutation importance by feature group for every classical model, top features for rf/gb/logreg."""
     import joblib
-
-    from pipelines.feature_store import load_features
 
     section = Section()
     paths = RunPaths(run_dir)
@@ -245,10 +249,6 @@ def _test_clips(
 ) -> list[tuple[Any, int, str]]:
     """Up to ``per_class`` test clips (one centred clip per video, on the CPU) for each of the first
     ``max_classes`` classes, as (clip, label, video_id)."""
-    from models.deep_build import clip_specs
-    from models.deep_config import DeepConfig
-    from pipelines.loader import make_clip_loader
-    from pipelines.records import read_videos_csv, records_in_split
 
     known = set(DeepConfig.__dataclass_fields__)
     config = DeepConfig(**{k: v for k, v in meta["config"].items() if k in known})
@@ -288,8 +288,6 @@ def deep_section(
             continue
         try:
             import torch
-
-            from models.train_deep import load_trained_model
 
             device = backend.torch_device()
             model, meta = load_trained_model(model_path, device)

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.stats import Interval  # noqa: E402
-from pipelines.runfiles import atomic_path  # noqa: E402
+from core.runfiles import atomic_path  # noqa: E402
 
 FAMILY_COLOURS = {"classical": "#3b75af", "deep": "#e1812c"}
 MODEL_COLOURS = {

@@ -1,6 +1,6 @@
 """The report of a run: tables, figures, statistics and interpretability in ``RUN_DIR/report/``.
 
-:func:`analyze_run` reads only ``RUN_DIR/results/*.json`` (the schema of models/schema.py),
+:func:`analyze_run` reads only ``RUN_DIR/results/*.json`` (the schema of core/schema.py),
 ``features.npz``, ``embeddings/<model>.npz``, the saved models (interpretability), ``videos.csv``
 and ``rejected.csv``, so results produced on other machines can be analysed here. The output
 folder is self-contained and works offline: PNGs, CSV and Markdown tables and ``index.html``.
@@ -25,9 +25,11 @@ from analysis import plots
 from analysis.interpret import CLASSICAL_MODELS, DEEP_MODELS, Section, classical_section, deep_section
 from analysis.plots import ReportFigure, human_bytes, human_seconds
 from analysis.stats import METRIC_LABELS, METRIC_NAMES, Interval, PairwiseTest, bootstrap_intervals, pairwise_mcnemar
-from models.schema import ModelResult, load_result
-from pipelines.records import read_videos_csv
-from pipelines.runfiles import RunPaths, atomic_write_text, read_rejected
+from core.backend import resolve_backend
+from core.runfiles import RunPaths, atomic_write_text, read_rejected
+from core.schema import ModelResult, load_result
+from pipelines.data.records import read_videos_csv
+from pipelines.features.store import load_features
 
 MODEL_ORDER = CLASSICAL_MODELS + DEEP_MODELS
 EMBEDDING_METHODS = {"tsne": "t-SNE", "umap": "UMAP"}
@@ -264,7 +266,6 @@ def _simple_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _dataset_summary(run_dir: Path) -> tuple[str, list[str]]:
-    from pipelines.records import read_videos_csv
 
     paths = RunPaths(run_dir)
     if not paths.videos_csv.exists():
@@ -330,7 +331,6 @@ def _mcnemar_figure(models: Sequence[str], tests: Sequence[PairwiseTest], path: 
 def _embedding_figures(
     run_dir: Path, out: Path, class_names: Sequence[str], seed: int, notes: list[str], methods: Sequence[str]
 ) -> list[ReportFigure]:
-    from pipelines.feature_store import load_features
 
     paths = RunPaths(run_dir)
     sources: list[tuple[str, str, np.ndarray, np.ndarray]] = []
@@ -701,7 +701,6 @@ def analyze_run(
         )
         log("interpretability: deep models (Grad-CAM, occlusion)")
         if backend is None:
-            from pipelines.backend import resolve_backend
 
             backend = resolve_backend("cpu")
         sections.append(

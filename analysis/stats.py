@@ -63,7 +63,7 @@ def weighted_label_metrics(
     that occur in the truth or the predictions of that resample (a class absent from both says
     nothing about the model and would otherwise count as a score of 0); a class that is never
     predicted has precision 0, one that never occurs has recall 0. On a test set where every class
-    occurs this equals analysis.metrics.
+    occurs this equals core.metrics.
     """
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     true_hot = _one_hot(y_true, n_classes)
@@ -120,7 +120,7 @@ def weighted_macro_auc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarr
 
 
 def point_metrics(y_true: Sequence[int], y_pred: Sequence[int], scores: np.ndarray) -> dict[str, float | None]:
-    """The five headline metrics on the full test set (same values as analysis.metrics)."""
+    """The five headline metrics on the full test set (same values as core.metrics)."""
     y_true, y_pred, scores = np.asarray(y_true), np.asarray(y_pred), np.asarray(scores, dtype=np.float64)
     ones = np.ones((1, len(y_true)))
     values: dict[str, float | None] = {

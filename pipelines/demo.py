@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.runfiles import atomic_write_json, read_json
-from pipelines.video_io import CODECS, codec_extension, write_video
+from core.runfiles import atomic_write_json, read_json
+from pipelines.video.codecs import CODECS, codec_extension, write_video
 
 DEFAULT_CLASSES = ("PullUps", "Punch", "PushUps")
 DIFFICULTIES = ("easy", "normal", "hard")

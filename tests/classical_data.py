@@ -1,7 +1,7 @@
 """A small real feature matrix for the classical-model tests: generated videos -> features.npz.
 
 Demo clips (pipelines.demo, easy difficulty, 64x48, under a second) are indexed into a
-videos.csv with whole groups per split, and the features stage (pipelines.feature_store) turns
+videos.csv with whole groups per split, and the features stage (pipelines.features.store) turns
 them into ``RUN_DIR/features.npz`` on the CPU with a reduced kernel spec.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.records import VideoRecord, write_videos_csv
+from pipelines.data.records import VideoRecord, write_videos_csv
 
 SPLIT_OF_GROUP = {1: "train", 2: "train", 3: "train", 4: "train", 5: "train", 6: "val", 7: "test", 8: "test"}
 CLIPS_PER_GROUP = 2
@@ -19,17 +19,17 @@ FPS = 25.0
 
 
 def small_spec():  # type: ignore[no-untyped-def]
-    from pipelines.features import FeatureSpec
+    from pipelines.features.kernel import FeatureSpec
 
     return FeatureSpec(frames=8, size=32, grid=2)
 
 
 def make_feature_run(root: Path) -> Path:
     """Generate the videos, write videos.csv and features.npz under ``root``; return the run dir."""
-    from pipelines.backend import resolve_backend
+    from core.backend import resolve_backend
     from pipelines.demo import DemoConfig, clip_path, generate_demo_dataset
-    from pipelines.feature_store import extract_features
-    from pipelines.video_io import read_frames
+    from pipelines.features.store import extract_features
+    from pipelines.video.codecs import read_frames
 
     config = DemoConfig(
         groups=len(SPLIT_OF_GROUP),
@@ -79,7 +79,7 @@ def synthetic_features(
     seed: int = 0,
 ):  # type: ignore[no-untyped-def]
     """An easy, well-separated FeatureSet (Gaussian blobs) with UCF-style per-class groups."""
-    from pipelines.feature_store import FeatureSet
+    from pipelines.features.store import FeatureSet
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, separation, size=(n_classes, n_features))

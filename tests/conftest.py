@@ -13,7 +13,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not any("gpu" in item.keywords for item in items):
         return
-    from pipelines.backend import resolve_backend
+    from core.backend import resolve_backend
 
     backend = resolve_backend("auto")
     if backend.cuda.usable:

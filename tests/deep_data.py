@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.records import VideoRecord, write_videos_csv
-from pipelines.video_io import write_video
+from pipelines.data.records import VideoRecord, write_videos_csv
+from pipelines.video.codecs import write_video
+from workflow.profiles import PROFILES
 
 CLASSES = ("Left", "Right", "Down")
 SPLIT_GROUPS = {"train": (0, 1, 2, 3), "val": (4,), "test": (5, 6)}
@@ -68,16 +69,15 @@ TEST_SIZE = {"cnn2d": 24, "cnn3d": 16}
 
 def tiny_config(model: str, **overrides):
     """The ``tiny`` profile with ``overrides``."""
-    from models.deep_config import DeepConfig
 
-    return DeepConfig.for_profile(model, "tiny", **overrides)
+    return PROFILES["tiny"].deep_config(model, **overrides)
 
 
 def records_and_loaders(run_dir: Path, config, backend):
     """The run's records and its train/val/test clip loaders for ``config`` (one process)."""
-    from models.deep_build import make_loaders
-    from models.distributed import DistContext
-    from pipelines.records import read_videos_csv
+    from core.distributed import DistContext
+    from models.deep.build import make_loaders
+    from pipelines.data.records import read_videos_csv
 
     records = read_videos_csv(run_dir / "videos.csv")
     return records, make_loaders(records, config, backend, DistContext(), run_dir)

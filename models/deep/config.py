@@ -1,0 +1,76 @@
+"""The settings of one deep training run (:class:`DeepConfig`).
+
+The per-machine values (tiny, cpu, gpu) are defined once, in ``workflow/profiles.py``; the defaults
+here are the recipe's own (R3D-18 at 16 x 112 px, the notebook study's clip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from models.networks import cnn2d, cnn3d
+
+MODELS = ("cnn2d", "cnn3d")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class DeepConfig:
+    """Every knob of one deep training run. ``None`` for amp/channels_last means "on with CUDA"."""
+
+    model: str = "cnn3d"
+    profile: str = "custom"  # the profile these settings came from (a label in result files)
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    amp: bool | None = None
+    compile: bool = False
+    channels_last: bool | None = None
+    frames: int = 16
+    size: int = 112
+    stride: int = 2
+    weights: str = "default"  # the model's pretrained weights (IMAGENET1K_V1 / KINETICS400_V1), none, or a file
+    freeze: str = "none"
+    pooling: str = "avg"
+    dropout: float = 0.5
+    test_clips: int = 5
+    val_clips: int = 1
+    grad_accum: int = 1
+    patience: int = 5
+    deterministic: bool = False
+    seed: int = 0
+    num_threads: int = 2
+    cache: bool = True  # decoded-clip cache under RUN_DIR/cache (speed only: what is trained stays the same)
+    learning_curve_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
+    learning_curve_epochs: int | None = None  # None: the same epochs as the main run
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown deep model {self.model!r}; use one of {MODELS}")
+        if self.weights == "default":
+            default = cnn2d.DEFAULT_WEIGHTS if self.model == "cnn2d" else cnn3d.DEFAULT_WEIGHTS
+            object.__setattr__(self, "weights", default)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {OPTIMIZERS}")
+        if min(self.epochs, self.batch_size, self.frames, self.test_clips, self.val_clips, self.grad_accum) < 1:
+            raise ValueError("epochs, batch_size, frames, test_clips, val_clips and grad_accum must be >= 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.model == "cnn2d" and self.pooling not in cnn2d.POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; use one of {cnn2d.POOLINGS}")
+        if self.model == "cnn3d" and self.freeze not in cnn3d.FREEZE_CHOICES:
+            raise ValueError(f"unknown freeze {self.freeze!r}; use one of {cnn3d.FREEZE_CHOICES}")
+        if not all(0 < f <= 1 for f in self.learning_curve_fractions):
+            raise ValueError("learning-curve fractions must be in (0, 1]")
+        object.__setattr__(self, "learning_curve_fractions", tuple(float(f) for f in self.learning_curve_fractions))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["learning_curve_fractions"] = list(self.learning_curve_fractions)
+        return data

@@ -1,0 +1,355 @@
+"""The ``deep`` stage: train, test and measure one deep model (``cnn2d``, ``cnn3d``) into the shared
+result schema, and read its saved model back.
+
+One call of :func:`run_deep` does a whole model: build (failing early when pretrained weights are
+missing), train (models/deep/training.py; ``--resume`` continues from last.pt), test with "K clips
+x 1 crop", save embeddings, the final model and the result JSON with measured costs. With
+``learning_curve=True`` it then RETRAINS on fractions of the training groups (models/deep/curve.py).
+Under ``torchrun`` it trains with DDP (see core/distributed.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core import distributed as dist_utils
+from core.backend import library_versions
+from core.distributed import DistContext
+from core.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, to_json
+from core.schema import Cost, ModelResult, Prediction, load_result, save_result
+from models.deep.build import build_model, count_parameters, flops_per_clip, make_loaders, normalization
+from models.deep.checkpoint import load_checkpoint, save_checkpoint
+from models.deep.config import DeepConfig
+from models.deep.curve import CURVE_DIR, learning_curve_points
+from models.deep.evaluate import VideoScores, predict_videos
+from models.deep.runtime import amp_dtype, configure_determinism, peak_memory, seed_everything, use_channels_last
+from models.deep.training import TrainOutcome, train_from_state
+from models.networks import cnn2d, cnn3d
+from pipelines.data.records import VideoRecord, index_fingerprint, read_videos_csv, records_in_split
+from pipelines.data.records import class_names as ordered_class_names
+
+
+def has_current_result(run_dir: str | os.PathLike[str], model: str) -> bool:
+    """Whether RUN_DIR/results/<model>.json exists and was made from the run's current index
+    (videos.csv and its files: :func:`~pipelines.data.records.index_fingerprint`)."""
+    paths = RunPaths(run_dir)
+    result_path = paths.result_json(model)
+    if not (result_path.is_file() and paths.videos_csv.is_file()):
+        return False
+    made_from = load_result(result_path).config.get("data_fingerprint")
+    return made_from == index_fingerprint(read_videos_csv(paths.videos_csv))
+
+
+def _notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _resumable_data(checkpoint_dir: Path, data_id: str, resume: bool, context: DistContext) -> bool:
+    """``resume`` unless the checkpoints were written for another index; records the index in
+    ``checkpoint_dir/data.json`` for the training about to start."""
+    marker = checkpoint_dir / "data.json"
+    if resume and marker.is_file() and read_json(marker).get("data_fingerprint") != data_id:
+        _notice(f"{checkpoint_dir} holds checkpoints of other videos.csv rows (re-prepared?): starting afresh")
+        resume = False
+    if context.is_main:
+        atomic_write_json(marker, {"data_fingerprint": data_id})
+    return resume
+
+
+def run_deep(
+    run_dir: str | os.PathLike[str],
+    backend: Any,
+    config: DeepConfig,
+    *,
+    learning_curve: bool = False,
+    force: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    rejected: list[Any] | None = None,
+) -> ModelResult:
+    """Train, test and measure one deep model; write RUN_DIR/results/<model>.json (rank 0 only).
+
+    A finished model is returned as is unless ``force`` or the run's index changed since it was made
+    (videos.csv re-prepared: other videos or splits), which retrains it so that every model of a
+    run is compared on the same split; a missing learning curve is added when asked.
+    The result is written as soon as the model is tested, then again with the learning curve, whose
+    points are saved one by one under checkpoints/<model>/curve/: an interrupted curve continues
+    with its next point on a rerun (``force`` retrains them all).
+    Videos that failed to decode in this call (main training, validation and test, all ranks) are
+    appended to ``rejected`` once each (:class:`pipelines.video.loader.RejectedVideo`); every one of them
+    is also in RUN_DIR/rejected.csv.
+    """
+    paths = RunPaths(run_dir)
+    result_path = paths.result_json(config.model)
+    if not paths.videos_csv.is_file():
+        raise FileNotFoundError(
+            f"{paths.videos_csv} not found; run `python cli.py prepare DATA_ROOT --run {run_dir}` first"
+        )
+    records = read_videos_csv(paths.videos_csv)
+    data_id = index_fingerprint(records)
+    if result_path.is_file() and not force:
+        existing = load_result(result_path)
+        if existing.config.get("data_fingerprint") != data_id:
+            _notice(f"{result_path} was made from other videos.csv rows (re-prepared?): retraining {config.model}")
+            force = True
+        elif not learning_curve or existing.learning_curve is not None:
+            return existing
+    names = ordered_class_names(records)
+    if not records_in_split(records, "test"):
+        raise ValueError(f"{paths.videos_csv} has no test videos; rerun `python cli.py prepare`")
+    seed_everything(config.seed)
+    initial_model = build_model(config, len(names))  # fails here, before any training, without weights
+    initial_state = {k: v.clone() for k, v in initial_model.state_dict().items()}
+    parameters = count_parameters(initial_model)
+    del initial_model
+
+    context = dist_utils.init_distributed(backend.torch_device())
+    try:
+        configure_determinism(config.deterministic, context.device)
+        loaders = make_loaders(records, config, backend, context, Path(run_dir))
+        if result_path.is_file() and not force:  # only the learning curve is missing
+            result = load_result(result_path)
+            curve_rejected: list[Any] = []
+            result = _add_learning_curve(
+                result, initial_state, records, loaders, config, backend, context, paths, progress=progress,
+                rejected=curve_rejected,
+            )  # fmt: skip
+            _collect_rejected(rejected, [loaders["val"], loaders["test"]], curve_rejected, context)
+            return result
+        checkpoint_dir = paths.checkpoints_dir / config.model
+        resume = _resumable_data(checkpoint_dir, data_id, resume, context)
+        model, outcome = train_from_state(
+            initial_state,
+            records,
+            loaders["val"],
+            config,
+            backend,
+            context,
+            Path(run_dir),
+            names,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=progress,
+        )
+        dtype = amp_dtype(config, context.device)
+        with peak_memory(context.device) as predict_memory:
+            test = predict_videos(
+                model, loaders["test"], context.device, dtype, context, progress=progress, desc="test"
+            )
+        plain = dist_utils.unwrap(model)
+        flops = flops_per_clip(plain, config, context.device)
+        result = _build_result(
+            config,
+            backend,
+            context,
+            names,
+            test,
+            outcome,
+            parameters,
+            flops,
+            predict_memory.peak_bytes,
+            paths,
+        )
+        result.config["data_fingerprint"] = data_id
+        if context.is_main:
+            _save_model(paths.models_dir / f"{config.model}.pt", plain, config, names)
+            _save_embeddings(paths.embeddings_dir / f"{config.model}.npz", test, names)
+            result.cost.model_bytes = (paths.models_dir / f"{config.model}.pt").stat().st_size
+            save_result(result, result_path)
+        dist_utils.barrier(context)
+        curve_rejected: list[Any] = []
+        if learning_curve:
+            result = _add_learning_curve(
+                result, initial_state, records, loaders, config, backend, context, paths, progress=progress,
+                force=force, rejected=curve_rejected,
+            )  # fmt: skip
+        _collect_rejected(rejected, [loaders["val"], loaders["test"]], [*outcome.rejected, *curve_rejected], context)
+        return result
+    finally:
+        dist_utils.shutdown(context)
+
+
+def _collect_rejected(
+    into: list[Any] | None, loaders: Sequence[Any], more: Sequence[Any], context: DistContext
+) -> None:
+    """Extend ``into`` with the rejected videos of ``loaders`` and ``more`` on every rank, one per path.
+    Every rank must call it (it gathers across ranks)."""
+    local = [item for loader in loaders if loader is not None for item in loader.rejected] + list(more)
+    unique: dict[str, Any] = {}
+    for items in dist_utils.gather_objects(local, context):
+        for item in items:
+            unique.setdefault(item.path, item)
+    if into is not None:
+        into.extend(unique.values())
+
+
+def _add_learning_curve(
+    result: ModelResult,
+    initial_state: dict[str, torch.Tensor],
+    records: Sequence[VideoRecord],
+    loaders: dict[str, Any],
+    config: DeepConfig,
+    backend: Any,
+    context: DistContext,
+    paths: RunPaths,
+    *,
+    progress: bool,
+    force: bool = False,
+    rejected: list[Any] | None = None,
+) -> ModelResult:
+    """``result`` with its learning curve (saved points reused unless ``force``), written again;
+    videos its training loaders reject are appended to ``rejected``."""
+    result.learning_curve = learning_curve_points(
+        initial_state,
+        records,
+        loaders,
+        config,
+        backend,
+        context,
+        paths.root,
+        result.class_names,
+        progress,
+        points_dir=paths.checkpoints_dir / config.model / CURVE_DIR,
+        reuse=not force,
+        rejected=rejected,
+    )
+    if context.is_main:
+        save_result(result, paths.result_json(config.model))
+    dist_utils.barrier(context)
+    return result
+
+
+def _build_result(
+    config: DeepConfig,
+    backend: Any,
+    context: DistContext,
+    names: Sequence[str],
+    test: VideoScores,
+    outcome: TrainOutcome,
+    parameters: int,
+    flops: float,
+    predict_peak: int | None,
+    paths: RunPaths,
+) -> ModelResult:
+
+    n_videos = len(test.video_ids)
+    predictions = [
+        Prediction(video_id, int(label), int(probs.argmax()), [float(p) for p in probs])
+        for video_id, label, probs in zip(test.video_ids, test.labels, test.probabilities, strict=True)
+    ]
+    dtype = amp_dtype(config, context.device)
+    sampling = (
+        "TSN segments (one frame per segment)" if config.model == "cnn2d" else f"windows (stride {config.stride})"
+    )
+    protocol = (
+        f"{config.test_clips} clips x 1 crop: {config.test_clips} evenly spaced {config.frames}-frame clips per video "
+        f"({sampling}), each a {config.size} px centre crop after resizing the shorter side; softmax probabilities "
+        "averaged per video. Weights of the epoch with the best validation macro-F1 "
+        f"(epoch {outcome.state.best_epoch + 1})."
+    )
+    run_config = config.to_dict()
+    run_config.update(
+        amp_dtype=str(dtype).replace("torch.", "") if dtype else None,
+        channels_last=use_channels_last(config, context.device),
+        world_size=context.world_size,
+        epochs_run=outcome.state.epoch + 1,
+        best_epoch=outcome.state.best_epoch + 1,
+        stopped_early=outcome.state.stopped_early,
+        history=outcome.state.history,
+        normalization=dict(zip(("mean", "std"), normalization(config), strict=True)),
+    )
+    run_config = json.loads(to_json(run_config))  # as it reads back from the result file
+    return ModelResult(
+        model=config.model,
+        family="deep",
+        backend=backend.deep.name,
+        device=backend.device_description(),
+        versions=library_versions(),
+        seed=config.seed,
+        config=run_config,
+        class_names=list(names),
+        test_protocol=protocol,
+        predictions=predictions,
+        metrics=test.metrics(names),
+        cost=Cost(
+            fit_seconds=outcome.fit_seconds,
+            epoch_seconds=list(outcome.state.epoch_seconds),
+            inference_seconds_per_video_model=test.model_seconds / n_videos,
+            inference_seconds_per_video_end_to_end=test.wall_seconds / n_videos,
+            parameters=parameters,
+            flops_per_clip=flops,
+            peak_memory_fit_bytes=outcome.peak_memory_bytes,
+            peak_memory_predict_bytes=predict_peak,
+            memory_kind=outcome.memory_kind,
+        ),
+        validation=outcome.validation,
+        learning_curve=None,
+        artifacts={
+            "model": f"models/{config.model}.pt",
+            "embeddings": f"embeddings/{config.model}.npz",
+            "best_checkpoint": f"checkpoints/{config.model}/best.pt",
+            "last_checkpoint": f"checkpoints/{config.model}/last.pt",
+        },
+    )
+
+
+def _save_model(path: Path, model: nn.Module, config: DeepConfig, names: Sequence[str]) -> None:
+    mean, std = normalization(config)
+    payload = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "architecture": config.model,
+        "class_names": list(names),
+        "config": config.to_dict(),
+        "mean": list(mean),
+        "std": list(std),
+        "input_layout": cnn2d.INPUT_LAYOUT if config.model == "cnn2d" else cnn3d.INPUT_LAYOUT,
+    }
+    save_checkpoint(path, payload)
+
+
+def load_trained_model(
+    path: str | os.PathLike[str], device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A model saved by :func:`run_deep` (RUN_DIR/models/<model>.pt), in eval mode, and its metadata
+    (architecture, class_names, config, mean, std, input_layout)."""
+    payload = load_checkpoint(Path(path))
+    known = {f.name for f in fields(DeepConfig)}
+    config = DeepConfig(**{k: v for k, v in payload["config"].items() if k in known})
+    model = build_model(replace(config, weights="none"), len(payload["class_names"]))
+    model.load_state_dict(payload["model"])
+    model.to(device).eval()
+    return model, {k: v for k, v in payload.items() if k != "model"}
+
+
+def _save_embeddings(path: Path, scores: VideoScores, names: Sequence[str]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                video_ids=np.array(scores.video_ids, dtype=str),
+                embeddings=scores.embeddings,
+                labels=scores.labels,
+                class_names=np.array(list(names), dtype=str),
+            )
+
+
+def summarize(result: ModelResult) -> str:
+    cost = result.cost
+    return (
+        f"{result.model}: test accuracy {result.metrics.accuracy:.3f}, macro-F1 {result.metrics.macro_f1:.3f} "
+        f"on {result.metrics.n_videos} videos; trained {cost.fit_seconds:.1f} s on {result.device}; "
+        f"{(cost.inference_seconds_per_video_end_to_end or 0) * 1000:.1f} ms/video end to end"
+    )
+
+
+__all__ = ["load_trained_model", "run_deep", "summarize"]

@@ -1,0 +1,104 @@
+"""The pre-flight check accepts good videos and rejects damaged ones, each with its own reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from pipelines.data.preflight import (
+    EMPTY_FILE,
+    NO_DECODABLE_FRAME,
+    NO_VIDEO_STREAM,
+    NOT_A_VIDEO,
+    TRUNCATED,
+    preflight,
+    probe_video,
+)
+from pipelines.video.codecs import codec_extension, write_video
+
+FRAMES = 10
+
+
+def tiny_video(path: Path, codec: str = "mjpeg") -> Path:
+    frames = np.random.default_rng(0).integers(0, 256, (FRAMES, 24, 32, 3), dtype=np.uint8)
+    write_video(path, frames, fps=25, codec=codec)
+    return path
+
+
+def zero_avi_payloads(path: Path) -> None:
+    """Keep the AVI structure (headers, chunk ids, index) but zero every chunk in the 'movi' list."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"movi") + 4
+    end = data.find(b"idx1", start)
+    end = len(data) if end < 0 else end
+    offset = start
+    while offset + 8 <= end:
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if data[offset : offset + 4] != b"LIST":
+            data[offset + 8 : offset + 8 + size] = bytes(size)
+            offset += 8 + size + (size & 1)
+        else:
+            offset += 12  # descend into 'rec ' lists
+    path.write_bytes(bytes(data))
+
+
+def audio_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        frame.pts = 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "mpeg4", "vp9", "h264"])
+def test_accepts_good_videos(tmp_path: Path, codec: str) -> None:
+    path = tiny_video(tmp_path / f"good{codec_extension(codec)}", codec)
+    result = probe_video(path)
+    assert result.ok, result.reason
+    assert (result.codec, result.frames, result.fps, result.width, result.height) == (codec, FRAMES, 25.0, 32, 24)
+
+
+def test_rejects_each_problem_with_its_own_reason(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+
+    text = tmp_path / "notes.avi"
+    text.write_text("this is a text file, not a video\n" * 20)
+
+    truncated_avi = tiny_video(tmp_path / "cut.avi")
+    truncated_avi.write_bytes(truncated_avi.read_bytes()[: truncated_avi.stat().st_size // 2])
+    truncated_webm = tiny_video(tmp_path / "cut.webm", "vp9")
+    truncated_webm.write_bytes(truncated_webm.read_bytes()[: truncated_webm.stat().st_size // 2])
+    truncated_mp4 = tiny_video(tmp_path / "cut.mp4", "h264")
+    truncated_mp4.write_bytes(truncated_mp4.read_bytes()[: truncated_mp4.stat().st_size // 2])
+
+    undecodable = tiny_video(tmp_path / "zeroed.avi")
+    zero_avi_payloads(undecodable)
+
+    no_video = audio_only(tmp_path / "sound.mkv")
+    good = tiny_video(tmp_path / "good.avi")
+
+    paths = [empty, text, truncated_avi, truncated_webm, truncated_mp4, undecodable, no_video, good]
+    results = preflight(paths, workers=2, progress=False)
+    assert [r.path for r in results] == [str(p) for p in paths]
+    kinds = {Path(r.path).name: r.kind if r.reason else "ok" for r in results}
+    assert kinds == {
+        "empty.avi": EMPTY_FILE,
+        "notes.avi": NOT_A_VIDEO,
+        "cut.avi": TRUNCATED,
+        "cut.webm": TRUNCATED,
+        "cut.mp4": TRUNCATED,
+        "zeroed.avi": NO_DECODABLE_FRAME,
+        "sound.mkv": NO_VIDEO_STREAM,
+        "good.avi": "ok",
+    }
+    assert all(r.reason.startswith(f"{r.kind}: ") and len(r.reason) > len(r.kind) + 3 for r in results if not r.ok)
+    # The zeroed file still opens and demuxes: only decoding fails.
+    with av.open(str(undecodable)) as container:
+        assert sum(p.size > 0 for p in container.demux(container.streams.video[0])) == FRAMES

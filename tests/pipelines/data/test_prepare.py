@@ -1,0 +1,162 @@
+"""`prepare` end to end through the CLI on a small generated UCF101-layout tree."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from core.runfiles import append_rejected, read_rejected
+from pipelines.data.prepare import prepare_run
+from pipelines.data.records import read_videos_csv
+from pipelines.video.codecs import write_video
+
+CLASSES = ("PullUps", "Punch", "PushUps")
+GROUPS = 4
+CLIPS = 2
+
+
+def make_tree(root: Path, groups: int = GROUPS) -> Path:
+    rng = np.random.default_rng(0)
+    for class_name in CLASSES:
+        for group in range(1, groups + 1):
+            for clip in range(1, CLIPS + 1):
+                frames = rng.integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
+                path = root / class_name / f"v_{class_name}_g{group:02d}_c{clip:02d}.avi"
+                write_video(path, frames, fps=25, codec="mjpeg")
+    (root / "Punch" / "v_Punch_g09_c01.avi").write_text("not a video\n")  # rejected by the pre-flight check
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("ucf") / "UCF-101")
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, ["--device", "cpu", "prepare", *args], catch_exceptions=False)
+
+
+def test_prepare_end_to_end_and_noop_rerun(tree: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = invoke(str(tree), "--run", str(run), "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "24 videos in 3 classes" in result.output and "1 rejected" in result.output
+
+    records = read_videos_csv(run / "videos.csv")
+    assert len(records) == len(CLASSES) * GROUPS * CLIPS
+    assert {r.class_name: r.label for r in records} == {name: i for i, name in enumerate(sorted(CLASSES))}
+    assert {(r.codec, r.frames, r.fps, r.width, r.height) for r in records} == {("mjpeg", 6, 25.0, 32, 24)}
+    split_of_group: dict[str, set[str]] = {}
+    for r in records:
+        split_of_group.setdefault(r.group, set()).add(r.split)
+    assert all(len(s) == 1 for s in split_of_group.values())
+    assert {(r.class_name, r.split) for r in records} == {(c, s) for c in CLASSES for s in ("train", "val", "test")}
+
+    rejected = read_rejected(run)
+    assert [(Path(row["path"]).name, row["stage"]) for row in rejected] == [("v_Punch_g09_c01.avi", "prepare")]
+    assert rejected[0]["reason"].startswith("not a video file")
+
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["seed"] == 3 and meta["config"]["split"] == "group" and meta["class_names"] == sorted(CLASSES)
+    assert meta["versions"]["av"] and meta["input_fingerprint"]
+
+    before = {name: (run / name).stat().st_mtime_ns for name in ("videos.csv", "rejected.csv", "run.json")}
+    again = invoke(str(tree), "--run", str(run), "--seed", "3")
+    assert again.exit_code == 0 and "up to date" in again.output
+    assert {name: (run / name).stat().st_mtime_ns for name in before} == before
+
+    # Another seed is another split: redone, same videos.
+    other = prepare_run(tree, run, seed=4, progress=False)
+    assert not other.up_to_date and other.n_videos == len(records)
+    assert [r.split for r in read_videos_csv(run / "videos.csv")] != [r.split for r in records]
+
+
+def test_rerun_keeps_rejections_of_later_stages(tree: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    prepare_run(tree, run, classes=["Punch", "PullUps"], progress=False)
+    append_rejected(run, "/x/broken.avi", "decode failed", "features")
+    summary = prepare_run(tree, run, classes=["Punch", "PullUps"], seed=1, progress=False)
+    assert summary.class_names == ["PullUps", "Punch"] and summary.n_rejected == 1
+    assert sorted(row["stage"] for row in read_rejected(run)) == ["features", "prepare"]
+
+
+def test_official_split(tree: Path, tmp_path: Path) -> None:
+    lists = tree.parent / "ucfTrainTestlist"
+    lists.mkdir(exist_ok=True)
+    order = ["Punch", "PushUps", "PullUps"]
+    (lists / "classInd.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(order, 1)))
+    train = [f"{c}/v_{c}_g{g:02d}_c{k:02d}.avi {order.index(c) + 1}"
+             for c in CLASSES for g in (2, 3, 4) for k in (1, 2)]
+    test = [f"{c}/v_{c}_g01_c{k:02d}.avi" for c in CLASSES for k in (1, 2)]
+    (lists / "trainlist01.txt").write_text("\n".join(train[:-1]) + "\n")  # one clip in neither list
+    (lists / "testlist01.txt").write_text("\n".join(test) + "\n")
+    run = tmp_path / "run"
+    result = invoke(str(tree), "--run", str(run), "--split", "official:1")
+    assert result.exit_code == 0, result.output
+    assert "in neither official list" in result.output
+    records = read_videos_csv(run / "videos.csv")
+    assert len(records) == len(train) - 1 + len(test)
+    assert {r.class_name: r.label for r in records} == {"Punch": 0, "PushUps": 1, "PullUps": 2}  # classInd order
+    assert {r.group for r in records if r.split == "test"} == {"g01"}
+    val_groups = {r.group for r in records if r.split == "val"}  # carved by group number, for every class
+    val_pairs = {(r.class_name, r.group) for r in records if r.split == "val"}
+    assert val_pairs == {(c, g) for c in CLASSES for g in val_groups}
+    assert {r.split for r in records} == {"train", "val", "test"}
+
+    bad = invoke(str(tree), "--run", str(run), "--split", "official:2")
+    assert bad.exit_code == 1 and "looked in" in bad.output and "testlist02.txt" in bad.output
+    shutil.rmtree(lists)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--split", "foo"], "use 'group' or 'official:N'"),
+        (["--val", "1.5"], "--val"),
+        (["--val", "0.5", "--test", "0.5"], "leave no training data"),
+        (["--split", "official:1", "--test", "0.3"], "--test applies to --split group only"),
+    ],
+)
+def test_bad_arguments_exit_2(tree: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = invoke(str(tree), "--run", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2 and message in result.output
+    assert sum(line.startswith("Error") for line in result.output.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_input_errors_before_any_work(tree: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cases = {
+        (str(tmp_path / "nowhere"),): "does not exist",
+        (str(tree), "--classes", "Punch,Dance"): "known classes: PullUps, Punch, PushUps",
+    }
+    for args, message in cases.items():
+        result = invoke(*args, "--run", str(run))
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not run.exists()
+
+
+def test_too_few_groups(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "data", groups=2)
+    result = invoke(str(root), "--run", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "at least 3 groups" in result.output and "PullUps has 2" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_class_without_usable_video(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "data", groups=3)
+    for path in (root / "PushUps").iterdir():
+        path.write_bytes(b"")
+    result = invoke(str(root), "--run", str(tmp_path / "run"))
+    assert result.exit_code == 1
+    assert "no usable video in class(es) PushUps" in result.output and "empty file" in result.output
+    with open(tmp_path / "run" / "rejected.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 3 * CLIPS + 1
+    assert not (tmp_path / "run" / "videos.csv").exists()

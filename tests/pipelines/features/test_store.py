@@ -1,0 +1,183 @@
+"""features.npz round trip and the `features` stage end to end on real encoded videos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.backend import resolve_backend
+from core.runfiles import read_rejected
+from pipelines.data.records import VideoRecord, read_videos_csv, write_videos_csv
+from pipelines.features.kernel import FeatureSpec, feature_groups, feature_names
+from pipelines.features.store import FeatureSet, extract_features, load_features, save_features
+from pipelines.video.codecs import codec_extension, write_video
+
+SPEC = FeatureSpec(frames=12, size=32)
+FPS = 24.0
+
+
+def make_clip(kind: str, frames: int = 24) -> np.ndarray:
+    """64x48 px: a static scene, or a bar moving up and down / left and right."""
+    clip = np.full((frames, 48, 64, 3), 50, np.uint8)
+    clip[:, 30:, :] = (60, 120, 60)
+    for t in range(frames):
+        offset = 0 if kind == "static" else int(round(8 * np.sin(2 * np.pi * 2 * t / frames)))
+        if kind == "horizontal":
+            clip[t, 14:34, 27 + offset : 37 + offset] = (230, 70, 40)
+        else:
+            clip[t, 19 + offset : 29 + offset, 22:42] = (230, 70, 40)
+    return clip
+
+
+def write_run(root: Path) -> Path:
+    videos = [("Vertical", "static", "vp9"), ("Vertical", "vertical", "vp9"), ("Horizontal", "horizontal", "mpeg4")]
+    records = []
+    for index, (class_name, kind, codec) in enumerate(videos):
+        path = root / "videos" / class_name / f"{class_name}_{index}{codec_extension(codec)}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_video(path, make_clip(kind), FPS, codec)
+        label = 0 if class_name == "Horizontal" else 1
+        records.append(
+            VideoRecord(
+                f"{class_name}/{path.stem}", str(path), class_name, label, f"g{index}", "train", codec, 24, FPS, 64, 48
+            )
+        )
+    broken = root / "videos" / "Vertical" / "broken.webm"
+    broken.write_bytes(b"not a video" * 50)
+    records.append(VideoRecord("Vertical/broken", str(broken), "Vertical", 1, "g9", "test", "vp9", 24, FPS, 64, 48))
+    run_dir = root / "run"
+    write_videos_csv(run_dir / "videos.csv", records)
+    return run_dir
+
+
+def test_npz_round_trip(tmp_path):
+    names = feature_names(SPEC)
+    features = FeatureSet(
+        X=np.random.default_rng(0).random((3, len(names))).astype(np.float32),
+        feature_names=np.array(names),
+        feature_groups=np.array(feature_groups(SPEC)),
+        video_ids=np.array(["a/1", "a/2", "b/1"]),
+        labels=np.array([0, 0, 1], np.int64),
+        splits=np.array(["train", "val", "test"]),
+        groups=np.array(["g1", "g2", "g1"]),
+        class_names=np.array(["a", "b"]),
+        fingerprint="abc123",
+        spec=SPEC,
+    )
+    path = tmp_path / "features.npz"
+    save_features(path, features)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.npz"]  # no temporary file left
+    loaded = load_features(path)
+    for name in ("X", "feature_names", "feature_groups", "video_ids", "labels", "splits", "groups", "class_names"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(features, name))
+    assert loaded.X.dtype == np.float32 and loaded.labels.dtype == np.int64
+    assert loaded.fingerprint == "abc123"
+    assert loaded.spec == SPEC and isinstance(loaded.spec, FeatureSpec)
+    # A hand-made matrix (no kernel settings) round-trips with spec None.
+    features.spec = None
+    save_features(path, features)
+    assert load_features(path).spec is None
+
+
+def test_old_file_without_the_spec_names_the_file_and_the_fix(tmp_path):
+    run_dir = write_run(tmp_path)
+    backend = resolve_backend("cpu")
+    extract_features(run_dir, backend, progress=False, spec=SPEC)
+    npz = run_dir / "features.npz"
+    with np.load(npz) as data:
+        old = {name: data[name] for name in data.files if name != "spec"}
+    with open(npz, "wb") as handle:
+        np.savez(handle, **old)
+    with pytest.raises(ValueError, match="older version") as error:
+        load_features(npz)
+    assert str(npz) in str(error.value) and f"cli.py features --run {run_dir} --force" in str(error.value)
+    # A plain rerun replaces the old file (no --force needed) and stores the spec.
+    again = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    assert again.spec == SPEC and load_features(npz).spec == SPEC
+
+
+def test_load_features_names_the_fix_when_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cli.py features"):
+        load_features(tmp_path / "features.npz")
+
+
+def test_extract_features_end_to_end(tmp_path):
+    run_dir = write_run(tmp_path)
+    backend = resolve_backend("cpu")
+    rejected = []
+    features = extract_features(run_dir, backend, progress=False, spec=SPEC, rejected=rejected)
+
+    # The broken file is rejected and excluded; the others keep videos.csv order.
+    assert [item.video_id for item in rejected] == ["Vertical/broken"]
+    assert list(features.video_ids) == [r.video_id for r in read_videos_csv(run_dir / "videos.csv")][:3]
+    assert [row["stage"] for row in read_rejected(run_dir)] == ["features"]
+    assert features.X.shape == (3, len(feature_names(SPEC))) and features.X.dtype == np.float32
+    assert list(features.class_names) == ["Horizontal", "Vertical"]
+    assert list(features.labels) == [1, 1, 0]
+    assert features.spec == SPEC
+
+    columns = {name: i for i, name in enumerate(features.feature_names)}
+    motion = features.feature_groups == "motion"
+    static, vertical, horizontal = features.X
+    assert np.all(static[motion] == 0.0)  # encoding noise stays under the motion threshold
+    assert vertical[motion].sum() > 0 and horizontal[motion].sum() > 0
+    assert vertical[columns["temporal.flow_up.std"]] > 3 * horizontal[columns["temporal.flow_up.std"]]
+    assert horizontal[columns["temporal.flow_horizontal.std"]] > 3 * vertical[columns["temporal.flow_horizontal.std"]]
+
+    # Rerun: a no-op that loads the file; force or a changed index recomputes.
+    npz = run_dir / "features.npz"
+    stamp = npz.stat().st_mtime_ns
+    rejected.clear()
+    again = extract_features(run_dir, backend, progress=False, spec=SPEC, rejected=rejected)
+    assert npz.stat().st_mtime_ns == stamp and again.fingerprint == features.fingerprint
+    assert again.spec == SPEC and rejected == []  # nothing decoded, nothing rejected this time
+    np.testing.assert_array_equal(again.X, features.X)
+    # A video re-encoded in place (same videos.csv row, new file) makes the rerun recompute.
+    vertical = Path(read_videos_csv(run_dir / "videos.csv")[1].path)
+    write_video(vertical, make_clip("horizontal"), FPS, "vp9")
+    reencoded = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    assert reencoded.fingerprint != features.fingerprint and npz.stat().st_mtime_ns != stamp
+    assert not np.array_equal(reencoded.X[1], features.X[1])
+    np.testing.assert_array_equal(reencoded.X[[0, 2]], features.X[[0, 2]])
+    stamp = npz.stat().st_mtime_ns
+    os.utime(npz, ns=(stamp - 10**9, stamp - 10**9))
+    extract_features(run_dir, backend, progress=False, spec=SPEC, force=True)
+    assert npz.stat().st_mtime_ns != stamp - 10**9
+    records = read_videos_csv(run_dir / "videos.csv")
+    write_videos_csv(run_dir / "videos.csv", records[1:3])
+    fewer = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    assert fewer.fingerprint != features.fingerprint and len(fewer) == 2
+
+
+def test_extract_features_without_an_index_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cli.py prepare"):
+        extract_features(tmp_path, resolve_backend("cpu"), progress=False)
+
+
+def test_cli_features_and_bench_features(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from cli import main
+
+    run_dir = write_run(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["--device", "cpu", "features", "--run", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "3 videos x" in result.output and (run_dir / "features.npz").exists()
+    assert f"1 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in result.output
+
+    out = tmp_path / "bench.json"
+    result = runner.invoke(
+        main, ["--device", "cpu", "bench", "features", str(tmp_path / "videos"), "--videos", "3", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["n_videos"] >= 2 and report["kernel_ms_per_video"] > 0 and report["decode_videos_per_s"] > 0
+
+    result = runner.invoke(main, ["features", "--run", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "cli.py prepare" in result.output

@@ -1,0 +1,330 @@
+"""The clip loader on tiny generated videos: layouts, normalisation, augmentation, coverage,
+sharding, codecs, DALI-vs-PyAV decoding and corrupt files (CPU; GPU tests marked ``gpu``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.backend import resolve_backend
+from core.runfiles import read_rejected
+from pipelines.data.records import VideoRecord
+from pipelines.video.cache import decode_frames
+from pipelines.video.clips import ClipSpec, clip_rng, draw_augmentation, eval_indices, train_indices
+from pipelines.video.codecs import codec_extension, write_video
+from pipelines.video.loader import make_clip_loader
+
+HEIGHT, WIDTH = 48, 64
+
+
+def moving_frames(count: int, seed: int = 0) -> np.ndarray:
+    """Smooth frames with a bright square moving right, plus a per-frame colour ramp."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    frames = np.empty((count, HEIGHT, WIDTH, 3), np.uint8)
+    base = rng.integers(40, 200, size=3)
+    for t in range(count):
+        frame = np.zeros((HEIGHT, WIDTH, 3), np.float64)
+        frame[..., 0] = base[0] + 30 * np.sin(xx / 9.0 + t / 3)
+        frame[..., 1] = base[1] + 30 * np.cos(yy / 7.0)
+        frame[..., 2] = (base[2] + 4 * t) % 255
+        x0 = (3 * t) % (WIDTH - 12)
+        frame[16:28, x0 : x0 + 12] = 250
+        frames[t] = frame.clip(0, 255).astype(np.uint8)
+    return frames
+
+
+def make_record(directory: Path, name: str, frames: np.ndarray, codec: str, label: int = 0) -> VideoRecord:
+    path = directory / f"{name}{codec_extension(codec)}"
+    write_video(path, frames, 25, codec)
+    return VideoRecord(
+        video_id=f"cls{label}/{name}",
+        path=str(path),
+        class_name=f"cls{label}",
+        label=label,
+        group=name,
+        split="train",
+        codec=codec,
+        frames=len(frames),
+        fps=25.0,
+        width=frames.shape[2],
+        height=frames.shape[1],
+    )
+
+
+@pytest.fixture(scope="module")
+def backend():  # type: ignore[no-untyped-def]
+    return resolve_backend("cpu")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> list[VideoRecord]:
+    """Five short videos: VP9 (DALI CPU decoder), MPEG-4 AVI and H.264 MP4 (PyAV), MJPEG."""
+    directory = tmp_path_factory.mktemp("videos")
+    codecs = ["vp9", "mpeg4", "h264", "mjpeg", "vp9"]
+    lengths = [20, 14, 18, 6, 24]  # the 6-frame video is shorter than a clip: it loops
+    return [
+        make_record(directory, f"v{i}", moving_frames(n, seed=i), codec, label=i % 2)
+        for i, (codec, n) in enumerate(zip(codecs, lengths, strict=True))
+    ]
+
+
+def collect(loader):  # type: ignore[no-untyped-def]
+    batches = list(loader)
+    keys = [(vid, int(k)) for batch in batches for vid, k in zip(batch.video_ids, batch.clip_index, strict=True)]
+    return batches, keys
+
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize(
+    "layout, shape",
+    [("BTCHW", (8, 3, 32, 32)), ("BCTHW", (3, 8, 32, 32)), ("BTHWC", (8, 32, 32, 3))],
+)
+def test_shapes_dtypes_layouts(videos, backend, mode: str, layout: str, shape: tuple[int, ...]) -> None:  # type: ignore[no-untyped-def]
+    mean, std = (None, None) if layout == "BTHWC" else IMAGENET
+    spec = ClipSpec(
+        frames=8,
+        size=32,
+        mode=mode,
+        layout=layout,
+        mean=mean,
+        std=std,
+        sampling="segment" if layout == "BTCHW" else "window",
+    )
+    loader = make_clip_loader(videos, spec, backend, batch_size=2)
+    batches, keys = collect(loader)
+    assert len(batches) == len(loader) == 3
+    for batch in batches:
+        assert tuple(batch.clips.shape[1:]) == shape
+        assert batch.labels.dtype == np.int64 and batch.clip_index.dtype == np.int64
+        assert len(batch.video_ids) == batch.clips.shape[0] == len(batch.labels)
+        if layout == "BTHWC":
+            assert isinstance(batch.clips, np.ndarray) and batch.clips.dtype == np.uint8
+        else:
+            assert isinstance(batch.clips, torch.Tensor) and batch.clips.dtype == torch.float32
+            assert batch.clips.device.type == "cpu"
+    assert sorted(keys) == sorted((r.video_id, 0) for r in videos)
+
+
+def _weights_normalization():  # type: ignore[no-untyped-def]
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models.video import R3D_18_Weights
+
+    image = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    video = R3D_18_Weights.KINETICS400_V1.transforms()
+    return {"cnn2d": (tuple(image.mean), tuple(image.std)), "cnn3d": (tuple(video.mean), tuple(video.std))}
+
+
+@pytest.mark.parametrize("model", ["cnn2d", "cnn3d"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_normalisation_matches_weights_metadata(tmp_path: Path, backend, model: str, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """A flat-colour video gives ``(colour / 255 - mean) / std`` with the weights' mean/std.
+
+    Training: a flat grey (which saturation leaves alone) shows the clip's brightness ``b`` and
+    contrast ``c`` draw, folded into the normalisation: ``b * c * v + 128 * b * (1 - c)``."""
+    mean, std = _weights_normalization()[model]
+    colour = np.array([200, 120, 60] if mode == "eval" else [200, 200, 200], np.uint8)
+    frames = np.broadcast_to(colour, (8, HEIGHT, WIDTH, 3)).copy()
+    record = make_record(tmp_path, "flat", frames, "mjpeg")
+    layout = "BTCHW" if model == "cnn2d" else "BCTHW"
+    spec = ClipSpec(frames=4, size=32, mode=mode, layout=layout, mean=mean, std=std)
+    (batch,) = list(make_clip_loader([record], spec, backend, batch_size=1, seed=5))
+    channel_axis = 2 if layout == "BTCHW" else 1
+    clip = batch.clips[0].movedim(channel_axis - 1, 0)  # C, T, H, W
+    clip = clip[:, :, 8:24, 8:24].reshape(3, -1)  # the centre: no rotation corners
+    seen = clip.mean(1).numpy()
+    if mode == "eval":
+        value = colour.astype(np.float64)
+    else:
+        rng = clip_rng(5, 0, 0)
+        train_indices(8, spec, rng)
+        draw = draw_augmentation(rng, HEIGHT, WIDTH)
+        b, c = draw.brightness, draw.contrast
+        value = b * c * colour + 128 * b * (1 - c)
+    expected = (value / 255.0 - np.array(mean)) / np.array(std)
+    # MJPEG round trip of a flat colour: within 3 grey levels.
+    np.testing.assert_allclose(seen, expected, atol=3 / 255 / min(std))
+    assert float(clip.std(1).max()) < 0.05
+
+
+def test_augmentation_is_one_draw_per_clip(tmp_path: Path, backend) -> None:  # type: ignore[no-untyped-def]
+    """Static quadrant pattern: all frames of a clip are identical after augmentation, and
+    the crop and flip of each clip match its recorded draw (red = left half, blue = top half)."""
+    frames = np.zeros((10, HEIGHT, WIDTH, 3), np.uint8)
+    frames[:, :, : WIDTH // 2, 0] = 255
+    frames[:, : HEIGHT // 2, :, 2] = 255
+    records = [make_record(tmp_path, f"q{i}", frames, "mjpeg") for i in range(6)]
+    spec = ClipSpec(frames=4, size=40, mode="train", layout="BTHWC")
+    loader = make_clip_loader(records, spec, backend, batch_size=6, seed=3)
+    (batch,) = list(loader)
+    flips = []
+    for clip, video_id in zip(batch.clips.astype(int), batch.video_ids, strict=True):
+        assert np.abs(clip - clip[:1]).max() <= 2, "frames of one clip were augmented differently"
+        video = int(video_id.split("q")[-1])
+        rng = clip_rng(3, 0, video)
+        train_indices(10, spec, rng)
+        draw = draw_augmentation(rng, HEIGHT, WIDTH)
+        x, y, w, h = draw.crop
+        row, column = clip[0, 20, :, 0], clip[0, :, 20, 2]
+        red_fraction = (row > (row.max() + row.min()) / 2).mean()
+        blue_fraction = (column > (column.max() + column.min()) / 2).mean()
+        assert red_fraction == pytest.approx(np.clip((WIDTH / 2 - x) / w, 0, 1), abs=0.08)
+        assert blue_fraction == pytest.approx(np.clip((HEIGHT / 2 - y) / h, 0, 1), abs=0.08)
+        assert (row[:4].mean() > row[-4:].mean()) == (not draw.flip)
+        flips.append(draw.flip)
+    assert len(set(flips)) == 2, "the test needs flipped and unflipped clips"
+
+
+def test_training_reproducible_and_shuffled_per_epoch(videos, backend) -> None:  # type: ignore[no-untyped-def]
+    spec = ClipSpec(frames=4, size=24, mode="train", layout="BTHWC")
+    first = collect(make_clip_loader(videos, spec, backend, batch_size=5, seed=1))[0][0]
+    again = collect(make_clip_loader(videos, spec, backend, batch_size=5, seed=1))[0][0]
+    np.testing.assert_array_equal(first.clips, again.clips)
+    assert first.video_ids == again.video_ids
+    loader = make_clip_loader(videos, spec, backend, batch_size=5, seed=1)
+    orders = set()
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        orders.add(tuple(collect(loader)[1]))
+    assert len(orders) > 1
+
+
+def test_eval_deterministic_and_exactly_once(videos, backend) -> None:  # type: ignore[no-untyped-def]
+    spec = ClipSpec(frames=4, size=24, test_clips=2, layout="BCTHW", mean=IMAGENET[0], std=IMAGENET[1])
+    loader = make_clip_loader(videos, spec, backend, batch_size=3)  # 10 clips, batches 3+3+3+1
+    batches, keys = collect(loader)
+    assert [len(b.video_ids) for b in batches] == [3, 3, 3, 1] and len(loader) == 4
+    assert keys == [(r.video_id, k) for r in videos for k in range(2)]
+    again, _ = collect(make_clip_loader(videos, spec, backend, batch_size=4))
+    torch.testing.assert_close(torch.cat([b.clips for b in batches]), torch.cat([b.clips for b in again]))
+    assert batches[0].labels.tolist() == [videos[0].label] * 2 + [videos[1].label]
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_shards_disjoint_and_covering(videos, backend, mode: str) -> None:  # type: ignore[no-untyped-def]
+    spec = ClipSpec(frames=2, size=16, mode=mode, layout="BTHWC")
+    shards = [
+        collect(make_clip_loader(videos, spec, backend, batch_size=2, num_shards=2, shard_id=s))[1] for s in range(2)
+    ]
+    assert not set(shards[0]) & set(shards[1])
+    if mode == "eval":
+        assert sorted(shards[0] + shards[1]) == sorted((r.video_id, 0) for r in videos)
+    else:
+        assert len(shards[0]) == len(shards[1]) == len(videos) // 2
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "h264", "vp9"])
+def test_codecs_decode_to_the_source_frames(tmp_path: Path, backend, codec: str) -> None:  # type: ignore[no-untyped-def]
+    """MPEG-4 AVI and H.264 MP4 go through PyAV, VP9 through DALI's CPU decoder; all three
+    give the sampled source frames (lossy codecs: mean error under 4 grey levels)."""
+    source = moving_frames(12, seed=5)
+    record = make_record(tmp_path, "c", source, codec)
+    spec = ClipSpec(frames=4, size=HEIGHT, resize_short=HEIGHT, stride=3, layout="BTHWC")
+    (batch,) = list(make_clip_loader([record], spec, backend, batch_size=1))
+    crop_x = (WIDTH - HEIGHT) // 2
+    indices = eval_indices(len(source), spec)
+    np.testing.assert_array_equal(indices, [1, 4, 7, 10])
+    expected = source[indices, :, crop_x : crop_x + HEIGHT].astype(int)
+    error = np.abs(batch.clips[0].astype(int) - expected).mean(axis=(1, 2, 3))
+    assert error.max() < 4, error  # neighbouring frames differ by more than 6 on average
+
+
+def test_dali_cpu_decoder_matches_pyav_on_vp9(videos) -> None:  # type: ignore[no-untyped-def]
+    """Same VP9 file, same frames: DALI (libavcodec) vs PyAV. Both decode the same YUV; they
+    differ only in YUV->RGB conversion (chroma upsampling, rounding): on smooth content the
+    mean absolute difference is below 2 grey levels and no pixel differs by more than 40."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1)
+    def decode_pipeline():  # type: ignore[no-untyped-def]
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8)
+        indices = fn.external_source(name="indices", dtype=types.INT32)
+        return fn.decoders.video(encoded, frames=indices, device="cpu")
+
+    record = videos[0]
+    indices = np.array([0, 5, 11, 19], np.int32)
+    pipe = decode_pipeline()
+    pipe.build()
+    pipe.feed_input("encoded", [np.fromfile(record.path, np.uint8)])
+    pipe.feed_input("indices", [indices])
+    (output,) = pipe.run()
+    dali_frames = np.array(output[0]).astype(int)
+    pyav_frames = decode_frames(record.path, indices).astype(int)
+    assert dali_frames.shape == pyav_frames.shape
+    difference = np.abs(dali_frames - pyav_frames)
+    assert difference.mean() < 2 and difference.max() <= 40
+
+
+@pytest.mark.parametrize("codec", ["vp9", "mpeg4"])
+def test_corrupt_file_is_skipped_and_listed(tmp_path: Path, videos, backend, codec: str) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / f"broken{codec_extension(codec)}"
+    broken.write_bytes(b"\x1aE\xdf\xa3 not a video" * 50)
+    bad = VideoRecord("cls0/broken", str(broken), "cls0", 0, "broken", "test", codec, 20, 25.0, WIDTH, HEIGHT)
+    records = [videos[0], bad, videos[1], videos[2]]
+    spec = ClipSpec(frames=4, size=24, layout="BTHWC")
+    loader = make_clip_loader(records, spec, backend, batch_size=2, run_dir=tmp_path, stage="test-stage")
+    _, keys = collect(loader)
+    assert [vid for vid, _ in keys] == [videos[0].video_id, videos[1].video_id, videos[2].video_id]
+    assert [item.path for item in loader.rejected] == [str(broken)]
+    rows = read_rejected(tmp_path)
+    assert len(rows) == 1 and rows[0]["path"] == str(broken) and rows[0]["stage"] == "test-stage"
+    assert rows[0]["reason"]
+
+
+def test_wrong_frame_count_is_rejected_not_padded(videos, backend) -> None:  # type: ignore[no-untyped-def]
+    """An index claiming more frames than the VP9 file has: DALI must not pad with black frames;
+    the PyAV fallback finds the real length and rejects the video with the reason."""
+    real = videos[4]
+    wrong = VideoRecord(
+        real.video_id,
+        real.path,
+        real.class_name,
+        real.label,
+        real.group,
+        real.split,
+        real.codec,
+        real.frames * 3,
+        real.fps,
+        real.width,
+        real.height,
+    )
+    spec = ClipSpec(frames=4, size=24, layout="BTHWC", sampling="segment")
+    loader = make_clip_loader([videos[0], wrong], spec, backend, batch_size=2)
+    _, keys = collect(loader)
+    assert keys == [(videos[0].video_id, 0)]
+    assert "frames decodable" in loader.rejected[0].reason
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_gpu_decode_stays_on_gpu(tmp_path: Path, codec: str) -> None:
+    backend = resolve_backend("gpu")
+    record = make_record(tmp_path, "g", moving_frames(16), codec)
+    spec = ClipSpec(frames=4, size=32, mode="train", layout="BCTHW", mean=IMAGENET[0], std=IMAGENET[1])
+    (batch,) = list(make_clip_loader([record], spec, backend, batch_size=1))
+    assert batch.clips.is_cuda and batch.clips.shape == (1, 3, 4, 32, 32)
+    raw = ClipSpec(frames=4, size=32, layout="BTHWC")
+    (batch,) = list(make_clip_loader([record], raw, backend, batch_size=1))
+    import cupy
+
+    assert isinstance(batch.clips, cupy.ndarray) and batch.clips.shape == (1, 4, 32, 32, 3)
+
+
+def test_earlier_batches_stay_valid_while_later_ones_are_made(videos, backend) -> None:  # type: ignore[no-untyped-def]
+    """Batches share DALI's output buffers without a copy: holding them must be safe, i.e. a
+    later run never writes into a batch the caller still holds."""
+    spec = ClipSpec(frames=4, size=24, mode="train", layout="BCTHW", mean=IMAGENET[0], std=IMAGENET[1])
+    held, snapshots = [], []
+    for batch in make_clip_loader(videos, spec, backend, batch_size=1, seed=2):
+        held.append(batch.clips)
+        snapshots.append(batch.clips.clone())
+    assert len(held) == len(videos)
+    for clips, snapshot in zip(held, snapshots, strict=True):
+        torch.testing.assert_close(clips, snapshot, rtol=0, atol=0)
+    assert len({float(s.sum()) for s in snapshots}) == len(videos)

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from workflow.profiles import PROFILES
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = ("svm", "rf", "knn", "logreg", "gb", "cnn2d", "cnn3d")
+
+
+def test_profiles_bundle_every_stage():
+    assert set(PROFILES) == {"tiny", "cpu", "gpu"}
+    for name, profile in PROFILES.items():
+        assert profile.name == name and profile.description
+        for model in ("cnn2d", "cnn3d"):
+            config = profile.deep_config(model)
+            assert config.model == model and config.profile == name
+    tiny = PROFILES["tiny"]
+    assert tiny.deep_config("cnn3d").weights == "none"  # tests never need downloaded weights
+    assert len(tiny.demo.classes) * tiny.demo.groups * tiny.demo.clips_per_group <= 40
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(
+                f"run exited ({process.returncode}) before {path.name} appeared:\n{process.stdout.read()}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name} did not appear within {timeout} s")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_tiny_run_end_to_end_resumes_after_being_killed(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    features = run_dir / "features.npz"
+    env = {**os.environ, "ACTIONBENCH_DEVICE": "cpu", "MPLBACKEND": "Agg"}
+    # 1. Start the whole comparison and kill it (SIGKILL, no clean-up) once the features stage is done.
+    process = subprocess.Popen(
+        [sys.executable, "cli.py", "run", "--run", str(run_dir), "--profile", "tiny"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(features, process, timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+    stamp = features.stat().st_mtime_ns
+    from pipelines.features.store import load_features
+
+    fingerprint = load_features(features).fingerprint
+    assert (run_dir / "videos.csv").exists() and (run_dir / "demo_data").is_dir()
+
+    # 2. The same command again: finished stages are kept, the rest runs, the report lists every model.
+    result = CliRunner().invoke(main, ["--device", "cpu", "run", "--run", str(run_dir), "--profile", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert features.stat().st_mtime_ns == stamp
+    assert load_features(features).fingerprint == fingerprint
+    index = run_dir / "report" / "index.html"
+    assert index.is_file() and f"Report: {index}" in result.output
+    page = index.read_text()
+    for model in MODELS:
+        assert (run_dir / "results" / f"{model}.json").is_file()
+        assert f"<b>{model}</b>" in page
+    for stage in ("demo dataset", "prepare", "features", "classical", "cnn2d", "cnn3d", "analyze"):
+        assert stage in result.output
+    assert "macro-F1" in result.output  # the one-screen summary table
+    assert (run_dir / "report" / "gradcam_cnn3d.png").is_file()
+
+
+def test_run_rejects_an_unknown_profile(tmp_path: Path):
+    result = CliRunner().invoke(main, ["run", "--run", str(tmp_path), "--profile", "huge"])
+    assert result.exit_code == 2 and "huge" in result.output
+
+
+def test_analyze_command_writes_the_report(tmp_path: Path):
+    from tests.analysis.test_report import make_synthetic_run
+
+    run_dir = make_synthetic_run(tmp_path / "run", n_test=12, with_models=False)
+    result = CliRunner().invoke(
+        main, ["--device", "cpu", "analyze", "--run", str(run_dir), "--resamples", "100", "--no-interpret"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"report: {run_dir / 'report' / 'index.html'}" in result.output and "cnn3d" in result.output
+
+
+def test_analyze_without_results_is_a_clear_error(tmp_path: Path):
+    result = CliRunner().invoke(main, ["--device", "cpu", "analyze", "--run", str(tmp_path)])
+    assert result.exit_code == 1 and "no valid result" in result.output
+
+
+def test_run_reports_videos_that_fail_to_decode(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A file that passed the pre-flight check but fails to decode later is skipped, counted in the
+    stage line and in the run's closing line, and listed in rejected.csv."""
+    from dataclasses import replace
+
+    from core.backend import resolve_backend
+    from core.runfiles import read_rejected
+    from pipelines.data.records import read_videos_csv, write_videos_csv
+    from workflow.run import run_comparison
+
+    run_dir = tmp_path / "run"
+    backend = resolve_backend("cpu")
+    run_comparison(None, run_dir, profile="tiny", backend=backend, skip_deep=True, stop_after="prepare")
+    records = read_videos_csv(run_dir / "videos.csv")
+    broken = tmp_path / "broken.webm"
+    broken.write_bytes(b"not a video" * 50)  # as if the file was damaged after `prepare`
+    records.append(replace(records[0], video_id="x/broken", path=str(broken)))
+    write_videos_csv(run_dir / "videos.csv", records)
+    capsys.readouterr()
+    run_comparison(None, run_dir, profile="tiny", backend=backend, skip_deep=True, stop_after="features")
+    output = capsys.readouterr().out
+    assert f"{len(records) - 1} videos x" in output and ", 1 video(s) rejected" in output
+    assert f"1 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in output
+    assert [row["path"] for row in read_rejected(run_dir) if row["stage"] == "features"] == [str(broken)]
