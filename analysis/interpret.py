@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from analysis import plots
+from core.backend import Backend
 from core.runfiles import RunPaths
 from models.deep.build import clip_specs
 from models.deep.config import DeepConfig
@@ -26,8 +27,6 @@ from pipelines.features.store import load_features
 from pipelines.video.loader import make_clip_loader
 
 FEATURE_GROUPS = ("motion", "appearance", "colour", "temporal")
-CLASSICAL_MODELS = ("svm", "rf", "knn", "logreg", "gb")
-DEEP_MODELS = ("cnn2d", "cnn3d")
 
 
 @dataclass
@@ -269,7 +268,7 @@ def deep_section(
     run_dir: str | os.PathLike[str],
     out_dir: Path,
     models: Sequence[str],
-    backend: Any,
+    backend: Backend,
     *,
     gradcam_per_class: int = 2,
     occlusion_per_class: int = 6,

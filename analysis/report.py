@@ -22,49 +22,19 @@ from typing import Any
 import numpy as np
 
 from analysis import plots
-from analysis.interpret import CLASSICAL_MODELS, DEEP_MODELS, Section, classical_section, deep_section
+from analysis.interpret import Section, classical_section, deep_section
+from analysis.names import DEEP_MODELS
 from analysis.plots import ReportFigure, human_bytes, human_seconds
+from analysis.results import load_results
 from analysis.stats import METRIC_LABELS, METRIC_NAMES, Interval, PairwiseTest, bootstrap_intervals, pairwise_mcnemar
-from core.backend import resolve_backend
+from core.backend import Backend, resolve_backend
 from core.runfiles import RunPaths, atomic_write_text, read_rejected
-from core.schema import ModelResult, load_result
+from core.schema import ModelResult
 from pipelines.data.records import read_videos_csv
 from pipelines.features.store import load_features
 
-MODEL_ORDER = CLASSICAL_MODELS + DEEP_MODELS
 EMBEDDING_METHODS = {"tsne": "t-SNE", "umap": "UMAP"}
 ALPHA = 0.05
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def load_results(run_dir: str | os.PathLike[str]) -> tuple[list[ModelResult], list[str]]:
-    """Every valid result of the run in the canonical model order, and notes on files that were skipped."""
-    paths = RunPaths(run_dir)
-    results_dir = paths.results_dir
-    test_ids = None
-    if paths.videos_csv.is_file():
-        test_ids = {r.video_id for r in read_videos_csv(paths.videos_csv) if r.split == "test"}
-    results, notes = [], []
-    for path in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []:
-        try:
-            result = load_result(path)
-        except (ValueError, OSError) as exc:
-            notes.append(f"{path.name} skipped: {exc}")
-            continue
-        foreign = {p.video_id for p in result.predictions} - test_ids if test_ids is not None else set()
-        if foreign:
-            # Models are compared on one test split only; a result from before a re-prepare is stale.
-            notes.append(
-                f"{path.name} skipped: {len(foreign)} of its test videos are not in this run's test split "
-                f"(made before `prepare` changed the split); rerun its stage with --force"
-            )
-            continue
-        results.append(result)
-    rank = {name: i for i, name in enumerate(MODEL_ORDER)}
-    results.sort(key=lambda r: (rank.get(r.model, len(rank)), r.model))
-    return results, notes
 
 
 # ----------------------------------------------------------------------------- tables
@@ -382,7 +352,7 @@ def analyze_run(
     run_dir: str | os.PathLike[str],
     *,
     progress: bool = True,
-    backend: Any = None,
+    backend: Backend | None = None,
     n_resamples: int = 2000,
     seed: int = 0,
     interpret: bool = True,

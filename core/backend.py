@@ -11,7 +11,10 @@ import importlib
 import os
 from dataclasses import asdict, dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_ENV_VAR = "ACTIONBENCH_DEVICE"
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
@@ -60,7 +63,7 @@ class Backend:
             return importlib.import_module("cupy")
         return importlib.import_module("numpy")
 
-    def torch_device(self) -> Any:
+    def torch_device(self) -> torch.device:
         import torch
 
         return torch.device("cuda" if self.deep.device == "gpu" else "cpu")

@@ -24,6 +24,7 @@ class Prediction:
     true_label: int
     pred_label: int
     scores: list[float]
+    fold: int | None = None  # the outer fold whose test set held this video (None: one train/val/test split)
 
 
 @dataclass
@@ -77,6 +78,15 @@ class LearningCurvePoint:
 
 
 @dataclass
+class FoldMetrics:
+    """Test metrics of the model trained for one outer fold (its predictions are in the pooled list)."""
+
+    fold: int
+    metrics: Metrics
+    n_train_videos: int
+
+
+@dataclass
 class ModelResult:
     model: str  # "svm", "rf", "knn", "logreg", "gb", "cnn2d", "cnn3d"
     family: str  # classical | deep
@@ -93,6 +103,11 @@ class ModelResult:
     validation: Metrics | None = None
     learning_curve: list[LearningCurvePoint] | None = None
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
+    # With K outer folds: per-fold test metrics; ``predictions`` then pool every fold's test videos.
+    folds: list[FoldMetrics] | None = None
+    # The run index (videos.csv rows and video file signatures) the result was made from:
+    # pipelines.data.records.index_fingerprint. The report leaves out results whose index is not current.
+    index_fingerprint: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +165,12 @@ def result_from_dict(data: dict[str, Any]) -> ModelResult:
             _check_keys(point, LearningCurvePoint, f"result.learning_curve[{i}]")
             curve.append(LearningCurvePoint(**point))
     validation = data.get("validation")
+    folds = None
+    if data.get("folds") is not None:
+        folds = []
+        for i, fold in enumerate(data["folds"]):
+            _check_keys(fold, FoldMetrics, f"result.folds[{i}]")
+            folds.append(FoldMetrics(**{**fold, "metrics": _metrics_from_dict(fold["metrics"], f"result.folds[{i}]")}))
     return ModelResult(
         **{
             **data,
@@ -158,6 +179,7 @@ def result_from_dict(data: dict[str, Any]) -> ModelResult:
             "validation": _metrics_from_dict(validation, "result.validation") if validation else None,
             "cost": Cost(**data["cost"]),
             "learning_curve": curve,
+            "folds": folds,
         }
     )
 

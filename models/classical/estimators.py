@@ -60,6 +60,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from core.backend import Backend
+
 MODEL_NAMES = ("svm", "rf", "knn", "logreg", "gb")
 NEEDS_SCALING = frozenset({"svm", "knn", "logreg"})
 CLASSICAL_LIBRARIES = ("sklearn", "cuml")
@@ -110,7 +112,7 @@ _SKLEARN_CLASSES = {
 }
 
 
-def library_for(name: str, backend: Any) -> str:
+def library_for(name: str, backend: Backend | str) -> str:
     """The library that runs ``name``: the backend's boosting stage for gb, classical otherwise.
 
     ``backend`` is a :class:`core.backend.Backend` or a library name ("sklearn", "cuml",
@@ -451,7 +453,7 @@ def _parameter_count(name: str, model: Any, n_features: int) -> int | None:
 
 
 def make_estimator(
-    name: str, backend: Any, *, seed: int = 0, n_jobs: int | None = None, **params: Any
+    name: str, backend: Backend | str, *, seed: int = 0, n_jobs: int | None = None, **params: Any
 ) -> ClassicalModel:
     """A :class:`ClassicalModel` for ``name`` on the library the backend chose for it.
 

@@ -10,13 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.backend import Backend
 from core.distributed import DistContext
 from core.runfiles import RunPaths
 from models.deep.config import DeepConfig
 from models.networks import cnn2d, cnn3d
 from pipelines.data.records import VideoRecord
 from pipelines.video.clips import ClipSpec
-from pipelines.video.loader import make_clip_loader
+from pipelines.video.loader import ClipLoader, make_clip_loader
 
 
 def build_model(config: DeepConfig, num_classes: int) -> nn.Module:
@@ -79,8 +80,8 @@ def flops_per_clip(model: nn.Module, config: DeepConfig, device: torch.device) -
 
 
 def make_loaders(
-    records: Sequence[VideoRecord], config: DeepConfig, backend: Any, context: DistContext, run_dir: Path
-) -> dict[str, Any]:
+    records: Sequence[VideoRecord], config: DeepConfig, backend: Backend, context: DistContext, run_dir: Path
+) -> dict[str, ClipLoader | None]:
 
     specs = clip_specs(config)
     shard = dict(num_shards=context.world_size, shard_id=context.rank)

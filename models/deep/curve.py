@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from core import distributed as dist_utils
+from core.backend import Backend
 from core.distributed import DistContext
 from core.runfiles import atomic_write_json, fingerprint, read_json
 from core.schema import LearningCurvePoint
@@ -126,7 +127,7 @@ def learning_curve_points(
     records: Sequence[VideoRecord],
     loaders: dict[str, Any],
     config: DeepConfig,
-    backend: Any,
+    backend: Backend,
     context: DistContext,
     run_dir: Path,
     class_names: Sequence[str],
@@ -185,7 +186,7 @@ def _retrain_and_test(
     loaders: dict[str, Any],
     config: DeepConfig,
     fraction: float,
-    backend: Any,
+    backend: Backend,
     context: DistContext,
     run_dir: Path,
     class_names: Sequence[str],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +16,8 @@ from core.distributed import DistContext
 from core.metrics import classification_metrics
 from core.schema import Metrics
 from models.deep.runtime import autocast, synchronize
+from models.networks.protocol import ClipClassifier
+from pipelines.video.loader import ClipBatch
 
 
 @dataclass
@@ -37,7 +38,7 @@ class VideoScores:
 
 def predict_videos(
     model: nn.Module,
-    loader: Iterable[Any],
+    loader: Iterable[ClipBatch],
     device: torch.device,
     dtype: torch.dtype | None,
     context: DistContext,
@@ -47,8 +48,10 @@ def predict_videos(
 ) -> VideoScores:
     """Softmax probabilities and embeddings for every (video, clip) of an eval loader, gathered across
     ranks (deduplicated by (video_id, clip_index)) and averaged per video. Every rank gets the result."""
-    model = dist_utils.unwrap(model)
-    model.eval()
+    network = dist_utils.unwrap(model)
+    if not isinstance(network, ClipClassifier):
+        raise TypeError(f"{type(network).__name__} is not a ClipClassifier (embed + head)")
+    network.eval()
     clips: dict[tuple[str, int], tuple[int, np.ndarray, np.ndarray]] = {}
     model_seconds = 0.0
     start = time.perf_counter()
@@ -59,8 +62,8 @@ def predict_videos(
             synchronize(device)
             t0 = time.perf_counter()
             with autocast(device, dtype):
-                embeddings = model.embed(inputs)  # type: ignore[operator]
-                logits = model.head(embeddings)  # type: ignore[operator]
+                embeddings = network.embed(inputs)
+                logits = network.head(embeddings)
             probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
             embeddings_np = embeddings.float().cpu().numpy()
             model_seconds += time.perf_counter() - t0
@@ -68,7 +71,7 @@ def predict_videos(
                 key = (str(video_id), int(batch.clip_index[i]))
                 clips[key] = (int(batch.labels[i]), probabilities[i], embeddings_np[i])
     wall_seconds = time.perf_counter() - start
-    model.train()
+    network.train()
     merged: dict[tuple[str, int], tuple[int, np.ndarray, np.ndarray]] = {}
     for part in dist_utils.gather_objects(clips, context):
         merged.update(part)

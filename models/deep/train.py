@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from core import distributed as dist_utils
-from core.backend import library_versions
+from core.backend import Backend, library_versions
 from core.distributed import DistContext
 from core.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, to_json
 from core.schema import Cost, ModelResult, Prediction, load_result, save_result
@@ -68,7 +68,7 @@ def _resumable_data(checkpoint_dir: Path, data_id: str, resume: bool, context: D
 
 def run_deep(
     run_dir: str | os.PathLike[str],
-    backend: Any,
+    backend: Backend,
     config: DeepConfig,
     *,
     learning_curve: bool = False,
@@ -199,7 +199,7 @@ def _add_learning_curve(
     records: Sequence[VideoRecord],
     loaders: dict[str, Any],
     config: DeepConfig,
-    backend: Any,
+    backend: Backend,
     context: DistContext,
     paths: RunPaths,
     *,
@@ -231,7 +231,7 @@ def _add_learning_curve(
 
 def _build_result(
     config: DeepConfig,
-    backend: Any,
+    backend: Backend,
     context: DistContext,
     names: Sequence[str],
     test: VideoScores,

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from core import distributed as dist_utils
+from core.backend import Backend
 from core.distributed import DistContext
 from core.schema import Metrics
 from models.deep.build import build_model, make_loaders
@@ -31,6 +32,7 @@ from models.deep.config import DeepConfig
 from models.deep.evaluate import predict_videos
 from models.deep.runtime import amp_dtype, autocast, peak_memory, prepare_model, seed_everything
 from pipelines.data.records import VideoRecord
+from pipelines.video.loader import ClipLoader
 
 
 @dataclass
@@ -85,8 +87,8 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 def train_model(
     model: nn.Module,
-    train_loader: Any,
-    val_loader: Any | None,
+    train_loader: ClipLoader,
+    val_loader: ClipLoader | None,
     config: DeepConfig,
     device: torch.device,
     class_names: Sequence[str],
@@ -211,9 +213,9 @@ def train_model(
 def _train_one_epoch(
     model: nn.Module,
     ddp_model: nn.Module,
-    loader: Any,
+    loader: ClipLoader,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     criterion: nn.Module,
     config: DeepConfig,
@@ -277,9 +279,9 @@ def _train_one_epoch(
 def train_from_state(
     initial_state: dict[str, torch.Tensor],
     train_records: Sequence[VideoRecord],
-    val_loader: Any,
+    val_loader: ClipLoader | None,
     config: DeepConfig,
-    backend: Any,
+    backend: Backend,
     context: DistContext,
     run_dir: Path,
     class_names: Sequence[str],

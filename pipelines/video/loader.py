@@ -30,7 +30,7 @@ import torch
 from core.backend import Backend
 from core.runfiles import append_rejected
 from pipelines.data.records import VideoRecord
-from pipelines.video.cache import CachedVideo, ClipCache, DecodedVideo, DecodeError, decode_frames
+from pipelines.video.cache import CachedVideo, ClipCache, DecodedVideo
 from pipelines.video.clips import (
     ClipSpec,
     augmentation_matrix,
@@ -44,6 +44,7 @@ from pipelines.video.clips import (
     train_indices,
     window_matrix,
 )
+from pipelines.video.decode import DecodeError, decode_frames
 
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 DALI_GPU_CODECS = DALI_CPU_CODECS | {"h264", "hevc", "mpeg4", "av1", "libdav1d", "libaom-av1"}

@@ -8,7 +8,8 @@ import joblib
 import numpy as np
 import pytest
 
-from analysis.report import analyze_run, load_results
+from analysis.report import analyze_run
+from analysis.results import load_results
 from core.metrics import classification_metrics
 from core.runfiles import RunPaths, append_rejected
 from core.schema import Cost, LearningCurvePoint, ModelResult, Prediction, save_result

@@ -30,7 +30,7 @@ def _sync(device: torch.device) -> None:
 def _train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scaler: Any,
+    scaler: torch.amp.GradScaler,
     clips: torch.Tensor,
     labels: torch.Tensor,
     device: torch.device,
@@ -83,7 +83,7 @@ def bench_model_only(
 
 
 def bench_with_loader(
-    model: nn.Module, config: DeepConfig, backend: Any, run_dir: Path, *, steps: int
+    model: nn.Module, config: DeepConfig, backend: Backend, run_dir: Path, *, steps: int
 ) -> dict[str, float]:
     """End-to-end clips/s with the real loader: training steps on train-split batches, inference on test
     batches, and the loader alone (decode + augmentation, no model). The first batch is a warm-up."""

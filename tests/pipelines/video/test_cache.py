@@ -11,9 +11,10 @@ import pytest
 
 from core.backend import resolve_backend
 from pipelines.data.records import VideoRecord
-from pipelines.video.cache import ClipCache, DecodeError, FrameLayout, decode_frames, scaled_size
+from pipelines.video.cache import ClipCache, FrameLayout
 from pipelines.video.clips import ClipSpec
 from pipelines.video.codecs import write_video
+from pipelines.video.decode import DecodeError, decode_frames, scaled_size
 from pipelines.video.loader import make_clip_loader
 
 

@@ -12,9 +12,9 @@ import torch
 from core.backend import resolve_backend
 from core.runfiles import read_rejected
 from pipelines.data.records import VideoRecord
-from pipelines.video.cache import decode_frames
 from pipelines.video.clips import ClipSpec, clip_rng, draw_augmentation, eval_indices, train_indices
 from pipelines.video.codecs import codec_extension, write_video
+from pipelines.video.decode import decode_frames
 from pipelines.video.loader import make_clip_loader
 
 HEIGHT, WIDTH = 48, 64
