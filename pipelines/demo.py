@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.console import progress_bar
 from core.runfiles import atomic_write_json, read_json
 from pipelines.video.codecs import CODECS, codec_extension, write_video
 
@@ -652,11 +653,8 @@ def generate_demo_dataset(
     paths = [clip_path(out_dir, name, group, clip, config.codec) for name, group, clip, _, _ in jobs]
     todo = [job for job, path in zip(jobs, paths, strict=True) if not path.exists()]
     workers = min(workers or min(2, os.cpu_count() or 1), max(len(todo), 1))
-
-    from tqdm import tqdm
-
-    with tqdm(
-        total=len(jobs), initial=len(jobs) - len(todo), desc="demo-data", unit="clip", disable=not progress
+    with progress_bar(
+        total=len(jobs), initial=len(jobs) - len(todo), desc="demo-data", unit="clip", enabled=progress
     ) as bar:
         if workers <= 1:
             for job in todo:

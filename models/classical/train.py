@@ -21,9 +21,9 @@ import joblib
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold
-from tqdm.auto import tqdm
 
 from core.backend import Backend, library_versions
+from core.console import progress_bar
 from core.cost import PeakMemory, file_size_bytes, timed
 from core.metrics import classification_metrics
 from core.runfiles import RunPaths, atomic_path, fingerprint
@@ -586,7 +586,7 @@ def train_classical_models(
     )
     measured = False
     results = []
-    bar = tqdm(names, desc="classical", unit="model", disable=not progress)
+    bar = progress_bar(names, desc="classical", unit="model", enabled=progress)
     for name in bar:
         bar.set_postfix_str(name)
         library = library_for(name, backend)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from core import distributed as dist_utils
+from core.console import progress_bar
 from core.distributed import DistContext
 from core.metrics import classification_metrics
 from core.schema import Metrics
@@ -55,7 +55,7 @@ def predict_videos(
     clips: dict[tuple[str, int], tuple[int, np.ndarray, np.ndarray]] = {}
     model_seconds = 0.0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=desc, leave=False, disable=not (progress and context.is_main), unit="batch")
+    bar = progress_bar(loader, desc=desc, leave=False, enabled=progress and context.is_main, unit="batch")
     with torch.no_grad():
         for batch in bar:
             inputs = batch.clips.to(device, non_blocking=True)

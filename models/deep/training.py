@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from core import distributed as dist_utils
 from core.backend import Backend
+from core.console import progress_bar
 from core.distributed import DistContext
 from core.schema import Metrics
 from models.deep.build import build_model, make_loaders
@@ -189,10 +189,11 @@ def train_model(
                 )
             dist_utils.barrier(context)
             if progress and context.is_main:
-                tqdm.write(
+                print(
                     f"{desc or config.model} epoch {epoch + 1}: loss {stats['loss']:.4f}"
                     + (f", val macro-F1 {row['val_macro_f1']:.3f}" if "val_macro_f1" in row else "")
-                    + f", {stats['clips_per_second']:.1f} clips/s, {state.epoch_seconds[-1]:.1f} s"
+                    + f", {stats['clips_per_second']:.1f} clips/s, {state.epoch_seconds[-1]:.1f} s",
+                    flush=True,
                 )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, state)
@@ -229,7 +230,7 @@ def _train_one_epoch(
     """One pass over the loader with gradient accumulation; returns mean loss, clips/s, dt_data, dt_net."""
     total_loss, total_clips, data_time, net_time, micro = 0.0, 0, 0.0, 0.0, 0
     n_batches = len(loader)
-    bar = tqdm(total=n_batches, desc=desc, leave=False, disable=not (progress and context.is_main), unit="batch")
+    bar = progress_bar(total=n_batches, desc=desc, leave=False, enabled=progress and context.is_main, unit="batch")
     optimizer.zero_grad(set_to_none=True)
     t_data = time.perf_counter()
     for batch in dist_utils.in_lockstep(loader, context):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import av
 
+from core.console import progress_bar
+
 # Reject reasons: the text before the colon in ProbeResult.reason.
 EMPTY_FILE = "empty file"
 UNREADABLE = "unreadable file"
@@ -225,12 +227,10 @@ def preflight(
     paths: Sequence[str | os.PathLike[str]], *, workers: int | None = None, progress: bool = True
 ) -> list[ProbeResult]:
     """Check every video in a thread pool (PyAV releases the GIL); results in the order of ``paths``."""
-    from tqdm import tqdm
-
     results: list[ProbeResult | None] = [None] * len(paths)
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         futures = {pool.submit(probe_video, path): index for index, path in enumerate(paths)}
-        with tqdm(total=len(paths), desc="pre-flight", unit="video", disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(paths), desc="pre-flight", unit="video", enabled=progress, leave=False) as bar:
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 bar.update()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.backend import Backend
+from core.console import progress_bar
 from core.runfiles import RunPaths, atomic_path, fingerprint
 from pipelines.data.records import VideoRecord, class_names, index_fingerprint, read_videos_csv
 from pipelines.features.kernel import (
@@ -239,8 +240,6 @@ def extract_features(
     Videos that failed to decode in this call (none when the file was up to date) are appended
     to ``rejected`` (:class:`pipelines.video.loader.RejectedVideo`), as well as to ``rejected.csv``.
     """
-    from tqdm.auto import tqdm
-
     spec = spec or FeatureSpec()
     paths = RunPaths(run_dir)
     if not paths.videos_csv.exists():
@@ -261,7 +260,7 @@ def extract_features(
 
     rows: dict[str, np.ndarray] = {}
     skipped: list[Any] = []
-    with tqdm(total=len(records), desc="features", unit="video", disable=not progress) as bar:
+    with progress_bar(total=len(records), desc="features", unit="video", enabled=progress) as bar:
         for batch in iter_feature_batches(
             records, backend, spec, run_dir=run_dir, batch_size=batch_size, rejected=skipped
         ):

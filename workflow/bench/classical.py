@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import f1_score
-from tqdm.auto import tqdm
 
 from core.backend import Backend, library_versions
+from core.console import progress_bar
 from core.cost import timed
 from core.runfiles import RunPaths, atomic_write_json
 from core.schema import load_result
@@ -176,7 +176,7 @@ def bench_classical(
     train, test = splits["train"], splits["test"]
 
     rows = []
-    for name in tqdm(names, desc="bench classical", unit="model", disable=not progress):
+    for name in progress_bar(names, desc="bench classical", unit="model", enabled=progress):
         params, search_seconds, selection = _tuned_params(paths, name)
         library = library_for(name, backend)
         ours = ClassicalModel(name, library, params, seed, n_jobs)
