@@ -103,7 +103,8 @@ def expand_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     found: dict[str, Path] = {}
     for given in map(Path, paths):
         if given.is_dir():
-            files = sorted(p for p in given.rglob("*") if p.is_file() and is_video_file(p))
+            # A dangling link is kept: the pre-flight check gives it a row with the reason.
+            files = sorted(p for p in given.rglob("*") if (p.is_file() or p.is_symlink()) and is_video_file(p))
             if not files:
                 raise ValueError(f"{given}: no video files ({' '.join(VIDEO_EXTENSIONS)}) in this folder")
         elif given.exists() or given.is_symlink():  # a dangling link gets its row from the pre-flight check
