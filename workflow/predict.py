@@ -16,7 +16,7 @@ decoding through the clip loader on the backend's device (core.backend), then
 Videos stream through the loader in batches. A file that fails the pre-flight check or decoding gets a
 row with the reason in ``error``; none is dropped. ``seconds`` is the wall time spent on a video: its
 share of the pre-flight pass plus its share of the batch that finished it (decode, features or clips,
-model), so the column adds up to the command's time.
+model), so the column adds up to the time ``predict`` took (loading the model aside).
 """
 
 from __future__ import annotations
