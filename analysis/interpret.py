@@ -1,7 +1,7 @@
 """Why the models decide as they do: feature-group permutation importance, impurity importances and
 coefficients for the classical models; Grad-CAM and temporal occlusion for the CNNs.
 
-Everything reads the saved models of a run (``RUN_DIR/models/<model>.joblib`` / ``.pt``) and the
+Everything reads the saved models of a run (``RUN_DIR/models/<model>.skops`` / ``.pt``) and the
 test split only. A missing or unloadable model becomes a note in the report, never a crash.
 """
 
@@ -19,6 +19,7 @@ from sklearn.metrics import f1_score
 from analysis import plots
 from core.backend import Backend
 from core.runfiles import RunPaths
+from models.classical.persist import load_classical_model, model_file
 from models.deep.build import clip_specs
 from models.deep.config import DeepConfig
 from models.deep.train import load_trained_model
@@ -113,8 +114,6 @@ def classical_section(
     run_dir: str | os.PathLike[str], out_dir: Path, models: Sequence[str], *, seed: int = 0
 ) -> Section:
     """Permutation importance by feature group for every classical model, top features for rf/gb/logreg."""
-    import joblib
-
     section = Section()
     paths = RunPaths(run_dir)
     if not paths.features_npz.exists():
@@ -127,12 +126,12 @@ def classical_section(
     group_importance: dict[str, dict[str, tuple[float, float]]] = {}
     tops: dict[str, list[tuple[str, float]]] = {}
     for name in models:
-        model_path = paths.models_dir / f"{name}.joblib"
+        model_path = model_file(paths.models_dir, name)
         if not model_path.exists():
             section.notes.append(f"{name}: no saved model ({model_path.name} missing), so no feature importances.")
             continue
         try:
-            model = joblib.load(model_path)
+            model = load_classical_model(model_path)
             group_importance[name] = group_permutation_importance(
                 model.predict, X, y, features.feature_groups, n_classes, seed=seed
             )

@@ -77,6 +77,10 @@ class RunPaths:
     def bench_dir(self) -> Path:
         return self.root / "bench"
 
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
     def result_json(self, model: str) -> Path:
         return self.results_dir / f"{model}.json"
 
