@@ -6,15 +6,17 @@ display. The frame count is the number of demuxed packets (headers are often wro
 counts survive truncation, WebM has none). Only the first and the last group of pictures are
 decoded, so a check costs a demux pass plus a few frames.
 
-Rotation: a phone video stores its frames sideways plus a display matrix that players apply. No
-decode route of the loader (PyAV, DALI on the CPU, NVDEC) applies it, so such a file would be learnt
-and tested sideways; it is rejected with an ffmpeg command that writes an upright copy (ffmpeg
-applies the rotation when it re-encodes).
+Rotation: a phone video stores its frames sideways plus a display matrix that players apply. PyAV
+and DALI's CPU decoder return the stored, unrotated frames (checked; DALI's NVDEC route was not
+checked on a GPU), and a fix would have to act identically in every decode route, so such a file
+is rejected with an ffmpeg command that writes an upright copy (ffmpeg applies the rotation when
+it re-encodes).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -39,9 +41,9 @@ REJECT_KINDS = (
 
 # The fewest frames a usable video has. Clips are sampled from consecutive frames and loop a
 # shorter video (index mod n; pipelines.video.clips), so a 1-frame video gives a still clip: zero
-# motion features and a CNN input without motion. 8 is the shortest clip any profile samples (the
-# tiny profile's features, the cpu profile's CNN clips): at 8 frames such a clip holds 7 real
-# frame-to-frame steps; longer clips (32-frame features, 16-frame GPU clips) loop it at most 4x.
+# motion features and a CNN input without motion. At 8 frames the tiny profile's 8-frame feature
+# clips and the 8 TSN segments of the cpu profile's ResNet-18 see 8 distinct frames (7 real
+# steps); longer windows (32-frame features, R3D-18's frames 2 apart) loop it, as any short video.
 MIN_FRAMES = 8
 
 # Leading bytes of the containers we accept; a file that starts like one but does not open is
@@ -163,8 +165,8 @@ def _check_rotation(path: Path, first_frame: av.VideoFrame) -> None:
         raise _Reject(
             ROTATED,
             f"the file asks players to rotate its frames by {degrees} degrees, which the loaders do not do (the "
-            f"frames would be used sideways); write an upright copy with `ffmpeg -i {path} -c:v libx264 -crf 18 "
-            f"{upright}` and replace the file with it",
+            f"frames would be used sideways); write an upright copy with `ffmpeg -i {shlex.quote(str(path))} "
+            f"-c:v libx264 -crf 18 {shlex.quote(str(upright))}` and replace the file with it",
         )
 
 

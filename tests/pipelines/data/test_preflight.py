@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import av
@@ -149,3 +152,14 @@ def test_too_short_videos_are_rejected(tmp_path: Path) -> None:
         assert (result.kind if result.reason else "ok") == expected, result.reason
         if expected == TOO_SHORT:
             assert f"{count} frame(s), at least {MIN_FRAMES}" in result.reason
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command (not a project dependency)")
+def test_the_suggested_ffmpeg_command_writes_an_upright_copy_that_passes(tmp_path: Path) -> None:
+    path = rotated_video(tmp_path / "my phone.mp4", 90)
+    reason = probe_video(path).reason
+    command = reason.split("`")[1]
+    subprocess.run(shlex.split(command), check=True, capture_output=True)
+    upright = probe_video(tmp_path / "my phone_upright.mp4")
+    assert upright.ok, upright.reason
+    assert (upright.width, upright.height, upright.frames) == (24, 32, FRAMES)  # 32x24 turned by 90 degrees
