@@ -213,6 +213,19 @@ def _check_every_class_usable(class_names: list[str], usable: list[VideoFile], r
     )
 
 
+def _split_usable(files: list[VideoFile], assigned: list[str | None], class_names: list[str],
+                  official: OfficialSplit | None, *, val: float, test: float, seed: int, note: str) -> list[str]:
+    """The split of each usable file: by group, or the official lists with val carved out of train."""
+    classes, groups = [f.class_name for f in files], [f.group for f in files]
+    if official is None:
+        try:
+            return group_split(classes, groups, val=val, test=test, seed=seed)
+        except ValueError as exc:
+            raise type(exc)(f"{exc} ({note})") from None
+    _check_official_coverage(class_names, assigned, files, official)
+    return carve_val(classes, groups, [s or "" for s in assigned], val=val, seed=seed)
+
+
 def _up_to_date_summary(paths: RunPaths, class_names: list[str], split: str) -> PrepareSummary:
     previous = read_json(paths.run_json)
     duplicates = [DuplicateSet(str(d["kept"]), tuple(d["rejected"])) for d in previous.get("duplicates", [])]
@@ -279,14 +292,12 @@ def prepare_run(
     if _is_up_to_date(paths, input_fingerprint):
         return _up_to_date_summary(paths, class_names, str(spec))
 
-    n_unlisted = 0
     assigned = assigned or [None] * len(files)
-    if official is not None:
-        n_unlisted = sum(s is None for s in assigned)
-    duplicates = find_duplicates([f for f, s in zip(files, assigned, strict=True) if official is None or s])
+    in_use = [(f, s) for f, s in zip(files, assigned, strict=True) if official is None or s is not None]
+    n_unlisted = len(files) - len(in_use)  # official split: in neither list
+    duplicates = find_duplicates([f for f, _ in in_use])
     dropped = duplicate_reasons(files, duplicates)
-    candidates = [(f, s) for f, s in zip(files, assigned, strict=True)
-                  if (official is None or s is not None) and str(f.path) not in dropped]
+    candidates = [(f, s) for f, s in in_use if str(f.path) not in dropped]
 
     probes = preflight([f.path for f, _ in candidates], workers=workers, progress=progress)
     class_of = {str(f.path): f.class_name for f in files}
@@ -297,17 +308,9 @@ def prepare_run(
     _write_rejected(paths, rejected)
     _check_every_class_usable(class_names, [f for f, _, _ in usable], rejected, data_root, paths)
 
-    usable_classes = [f.class_name for f, _, _ in usable]
-    usable_groups = [f.group for f, _, _ in usable]
-    if official is None:
-        try:
-            splits = group_split(usable_classes, usable_groups, val=val, test=test, seed=seed)
-        except ValueError as exc:
-            note = f"after {len(rejected)} file(s) were rejected, see {paths.rejected_csv}"
-            raise type(exc)(f"{exc} ({note})") from None
-    else:
-        _check_official_coverage(class_names, [s for _, _, s in usable], [f for f, _, _ in usable], official)
-        splits = carve_val(usable_classes, usable_groups, [s or "" for _, _, s in usable], val=val, seed=seed)
+    splits = _split_usable([f for f, _, _ in usable], [s for _, _, s in usable], class_names, official,
+                           val=val, test=test, seed=seed, note=f"after {len(rejected)} file(s) were rejected, "
+                           f"see {paths.rejected_csv}")
 
     label_of = {name: index for index, name in enumerate(class_names)}
     records = [
