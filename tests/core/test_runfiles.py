@@ -70,7 +70,7 @@ def test_fingerprint_is_stable_and_sensitive(tmp_path):
     assert file_signature(video) != before
 
 
-def _killed_writer(target: Path) -> Path:
+def killed_writer(target: Path) -> Path:
     """Run a process that is SIGKILLed inside atomic_path (as `kill -9` would): its 0-byte temporary stays."""
     code = (
         "import os, signal, sys\n"
@@ -86,7 +86,7 @@ def _killed_writer(target: Path) -> Path:
     return left
 
 
-def _age(path: Path, seconds: float) -> None:
+def age_file(path: Path, seconds: float) -> None:
     stamp = time.time() - seconds
     os.utime(path, (stamp, stamp))
 
@@ -94,9 +94,9 @@ def _age(path: Path, seconds: float) -> None:
 def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
     folder = tmp_path / "results"
     folder.mkdir()
-    killed = _killed_writer(folder / "svm.json")
+    killed = killed_writer(folder / "svm.json")
     assert remove_stale_temporaries(tmp_path) == []  # within the grace minute: it could still be a live writer
-    _age(killed, DEAD_WRITER_SECONDS + 5)
+    age_file(killed, DEAD_WRITER_SECONDS + 5)
 
     host = killed.name.split("@")[1].split(".")[0]
     live = tmp_path / f".model.pt.{os.getpid()}@{host}.abc123.tmp"  # this process is alive
@@ -106,12 +106,12 @@ def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
     unrelated = [tmp_path / ".notes", tmp_path / "data.tmp", tmp_path / "run.json"]
     for path in [live, foreign, legacy, old_legacy, *unrelated]:
         path.write_bytes(b"")
-        _age(path, DEAD_WRITER_SECONDS + 5)
-    _age(old_legacy, STALE_TEMPORARY_SECONDS + 5)
+        age_file(path, DEAD_WRITER_SECONDS + 5)
+    age_file(old_legacy, STALE_TEMPORARY_SECONDS + 5)
 
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted([old_legacy, killed])
     assert not killed.exists() and not old_legacy.exists()
     assert all(p.exists() for p in [live, foreign, legacy, *unrelated])
-    _age(foreign, STALE_TEMPORARY_SECONDS + 5)
+    age_file(foreign, STALE_TEMPORARY_SECONDS + 5)
     assert remove_stale_temporaries(tmp_path) == [foreign]
     assert remove_stale_temporaries(tmp_path / "missing") == []

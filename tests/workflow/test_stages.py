@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from cli import main
 from core.runfiles import DEAD_WRITER_SECONDS, read_rejected
-from tests.core.test_runfiles import _age, _killed_writer
+from tests.core.test_runfiles import age_file, killed_writer
 from tests.pipelines.data.test_prepare_odd_inputs import ucf_tree
 
 
@@ -87,13 +87,13 @@ def test_a_failed_analyze_marks_the_previous_report_stale(tmp_path: Path) -> Non
 def test_each_stage_removes_temporaries_left_by_a_killed_writer(tmp_path: Path) -> None:
     root = ucf_tree(tmp_path / "data", groups=3)
     run = tmp_path / "run"
-    left = _killed_writer(run / "videos.csv")
-    _age(left, DEAD_WRITER_SECONDS + 5)
+    left = killed_writer(run / "videos.csv")
+    age_file(left, DEAD_WRITER_SECONDS + 5)
     assert invoke("prepare", str(root), "--run", str(run)).exit_code == 0
     assert not left.exists()
 
-    left = _killed_writer(run / "results" / "svm.json")
-    _age(left, DEAD_WRITER_SECONDS + 5)
+    left = killed_writer(run / "results" / "svm.json")
+    age_file(left, DEAD_WRITER_SECONDS + 5)
     assert invoke("features", "--run", str(run), "--profile", "tiny").exit_code == 0
     assert not left.exists()
     assert not list(run.rglob("*.tmp"))
