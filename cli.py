@@ -385,9 +385,11 @@ def analyze(context: Context, run_dir: Path, profile: str | None, resamples: int
 @profile_option
 @click.option("--skip-deep", is_flag=True, help="Only the classical models.")
 @click.option("--classes", default=None, help="Comma-separated class names to use (default: all).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the train/val/test split, as `prepare --seed` (default: the profile's, 0).")
 @pass_context
 def run_command(context: Context, data_root: Path | None, run_dir: Path | None, profile: str | None, skip_deep: bool,
-                classes: str | None) -> None:
+                classes: str | None, seed: int | None) -> None:
     """The whole comparison: (demo data), prepare, features, classical, deep, report.
 
     Without DATA_ROOT the demo dataset is generated into RUN_DIR/demo_data. Every stage resumes:
@@ -398,12 +400,13 @@ def run_command(context: Context, data_root: Path | None, run_dir: Path | None, 
       python cli.py run                                  # demo dataset, runs/demo
       python cli.py run --profile tiny --run runs/tiny   # a smoke test in seconds
       python cli.py run data/UCF101 --run runs/ucf --classes PullUps,Punch,PushUps
+      python cli.py run data/mine --run runs/mine-seed1 --seed 1   # another split of the same videos
       python cli.py --device cpu run --skip-deep
     """
     from workflow.run import default_run_dir, run_comparison
 
     run_comparison(data_root, run_dir or default_run_dir(data_root), profile=profile, backend=context.backend,
-                   skip_deep=skip_deep, classes=csv_list(classes))  # fmt: skip
+                   skip_deep=skip_deep, classes=csv_list(classes), seed=seed)  # fmt: skip
 
 
 MODEL_OR_BEST = ("best", *CLASSICAL_MODELS, *DEEP_MODELS)
