@@ -126,16 +126,19 @@ def main(ctx: click.Context, device: str | None) -> None:
 @main.command()
 @pass_context
 def doctor(context: Context) -> None:
-    """Print library versions, GPU usability and the backend of every stage.
+    """Print library versions, GPU usability, the backend of every stage and which codecs and frame
+    sizes decode on the GPU (each probed with a tiny clip where NVDEC is usable).
 
     \b
     Examples:
       python cli.py doctor
       python cli.py --device cpu doctor
     """
-    from core.backend import doctor_report
+    from core.backend import doctor_report, probe_nvdec_codecs
 
-    click.echo(doctor_report(context.backend))
+    backend = context.backend
+    nvdec = probe_nvdec_codecs(backend.cuda_device or 0) if backend.decode.name == "dali-gpu" else None
+    click.echo(doctor_report(backend, nvdec))
 
 
 def _parse_size(value: str) -> tuple[int, int]:
