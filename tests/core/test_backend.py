@@ -123,7 +123,8 @@ def test_defaults_chosen_per_backend() -> None:
     backend = resolve_backend("cpu")
     assert backend.clip_cache_default is True
     assert backend.feature_batch_size == 8
-    gpu_decode = replace(backend, decode=StageChoice("dali-gpu", "gpu", "test"), features=StageChoice("cupy", "gpu", ""))
+    gpu = StageChoice("test", "gpu", "test")
+    gpu_decode = replace(backend, decode=replace(gpu, name="dali-gpu"), features=replace(gpu, name="cupy"))
     assert gpu_decode.clip_cache_default is False
     assert gpu_decode.feature_batch_size == 64
 
