@@ -257,14 +257,21 @@ def features_command(context: Context, run_dir: Path, profile: str | None, force
     Rerunning with the same videos.csv and settings is a no-op; undecodable videos are listed
     in RUN_DIR/rejected.csv and left out.
 
+    Under torchrun each process (one GPU each) takes a share of the videos; rank 0 writes the file.
+
     \b
     Examples:
       python cli.py features --run runs/demo
       python cli.py --device cpu features --run runs/demo --force
+      torchrun --nproc_per_node 2 cli.py features --run-dir runs/ucf
     """
+    import os
+
     from workflow import stages
 
-    click.echo(stages.features(run_dir, context.backend, _profile(context, profile).features, force=force).text())
+    report = stages.features(run_dir, context.backend, _profile(context, profile).features, force=force)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(report.text())
 
 
 @main.command(epilog=PROFILES_EPILOG)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.report import analyze_run
+from core import distributed as dist_utils
 from core.backend import Backend
 from core.runfiles import RunPaths, rejected_notice
 from models.classical.train import ClassicalConfig, run_classical
@@ -23,6 +24,7 @@ from pipelines.features.kernel import FeatureSpec
 from pipelines.features.store import extract_features
 from pipelines.video.cache import ClipCache
 from pipelines.video.loader import RejectedVideo
+from pipelines.video.routes import DecodeStats
 from workflow.profiles import AnalysisSettings
 
 
@@ -74,11 +76,22 @@ def features(
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
+    """Under torchrun every rank runs this (one GPU each, see core.distributed) and shares the videos."""
     rejected: list[RejectedVideo] = []
-    found = extract_features(run_dir, backend, progress=progress, force=force, spec=spec, rejected=rejected)
-    message = f"{len(found)} videos x {found.X.shape[1]} features ({backend.features.name})"
-    written = f"{found.summary()} -> {RunPaths(run_dir).features_npz}"
-    return StageReport(Path(run_dir), message, rejected, lines=[written])
+    stats = DecodeStats()
+    context = dist_utils.init_distributed(backend.torch_device())
+    try:
+        found = extract_features(
+            run_dir, backend, progress=progress, force=force, spec=spec, rejected=rejected, decode_stats=stats,
+            context=context,
+        )  # fmt: skip
+    finally:
+        dist_utils.shutdown(context)
+    processes = f", {context.world_size} processes" if context.enabled else ""
+    message = f"{len(found)} videos x {found.X.shape[1]} features ({backend.features.name}{processes})"
+    written = f"{found.summary()} -> {RunPaths(run_dir).features_npz} ({backend.features.name}{processes})"
+    routes = stats.summary() if stats.routes else "decode routes: none (features.npz was up to date)"
+    return StageReport(Path(run_dir), message, rejected, lines=[written, routes])
 
 
 def classical(
