@@ -325,7 +325,8 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Cross-entropy label smoothing in [0, 1). Default: 0.1.")
 @click.option("--cache", type=click.Choice(["on", "off"]), default=None,
-              help="Decoded-clip cache under RUN_DIR/cache (default on); off decodes every epoch from the source.")
+              help="Decoded-clip cache under RUN_DIR/cache (default: on with CPU decoding, off where NVDEC decodes; "
+                   "see doctor); off decodes every epoch from the source.")
 @click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping: epochs without a better F1.")
 @click.option("--seed", type=int, default=None)
 @click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")

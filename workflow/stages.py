@@ -17,6 +17,7 @@ from core import distributed as dist_utils
 from core.backend import Backend
 from core.runfiles import RunPaths, rejected_notice
 from models.classical.train import ClassicalConfig, run_classical
+from models.deep.build import uses_clip_cache
 from models.deep.config import DeepConfig
 from models.deep.train import run_deep, summarize
 from pipelines.data.prepare import prepare_run
@@ -156,7 +157,7 @@ def deep(
         f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s "
         f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
     )
-    notice = cache_notice(run_dir) if config.cache else None
+    notice = cache_notice(run_dir) if uses_clip_cache(config, backend) else None
     return StageReport(Path(run_dir), message, rejected, lines=[summarize(result), *([notice] if notice else [])])
 
 

@@ -79,11 +79,17 @@ def flops_per_clip(model: nn.Module, config: DeepConfig, device: torch.device) -
     return float(counter.get_total_flops())
 
 
+def uses_clip_cache(config: DeepConfig, backend: Backend) -> bool:
+    """Whether the loaders read the decoded-clip cache: the config's choice, else the backend's default."""
+    return backend.clip_cache_default if config.cache is None else config.cache
+
+
 def make_loaders(
     records: Sequence[VideoRecord], config: DeepConfig, backend: Backend, context: DistContext, run_dir: Path
 ) -> dict[str, ClipLoader | None]:
 
     specs = clip_specs(config)
+    cache_dir = RunPaths(run_dir).cache_dir if uses_clip_cache(config, backend) else None
     shard = dict(num_shards=context.world_size, shard_id=context.rank)
     loaders = {}
     for split in ("train", "val", "test"):
@@ -100,7 +106,7 @@ def make_loaders(
             shuffle=split == "train",
             run_dir=run_dir,
             num_threads=config.num_threads,
-            cache_dir=RunPaths(run_dir).cache_dir if config.cache else None,
+            cache_dir=cache_dir,
             stage=f"deep-{config.model}",
             **shard,
         )

@@ -27,7 +27,14 @@ from core.backend import Backend, library_versions
 from core.distributed import DistContext
 from core.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, to_json
 from core.schema import Cost, ModelResult, Prediction, load_result, save_result
-from models.deep.build import build_model, count_parameters, flops_per_clip, make_loaders, normalization
+from models.deep.build import (
+    build_model,
+    count_parameters,
+    flops_per_clip,
+    make_loaders,
+    normalization,
+    uses_clip_cache,
+)
 from models.deep.checkpoint import load_checkpoint, save_checkpoint
 from models.deep.config import DeepConfig
 from models.deep.curve import CURVE_DIR, learning_curve_points
@@ -37,6 +44,7 @@ from models.deep.training import TrainOutcome, train_from_state
 from models.networks import cnn2d, cnn3d
 from pipelines.data.records import VideoRecord, index_fingerprint, read_videos_csv, records_in_split
 from pipelines.data.records import class_names as ordered_class_names
+from pipelines.video.routes import DecodeStats
 
 
 def has_current_result(run_dir: str | os.PathLike[str], model: str) -> bool:
@@ -148,6 +156,10 @@ def run_deep(
             )
         plain = dist_utils.unwrap(model)
         flops = flops_per_clip(plain, config, context.device)
+        local_routes = DecodeStats.merged(
+            [outcome.decode_stats, *(loaders[s].decode_stats for s in ("val", "test") if loaders[s] is not None)]
+        )
+        routes = DecodeStats.merged(dist_utils.gather_objects(local_routes, context))
         result = _build_result(
             config,
             backend,
@@ -161,6 +173,10 @@ def run_deep(
             paths,
         )
         result.config["data_fingerprint"] = data_id
+        result.config["cache"] = uses_clip_cache(config, backend)
+        # Clips per decode route (training, validation, test; all ranks) and the clips that left their route.
+        result.config["decode_routes"] = dict(sorted(routes.routes.items()))
+        result.config["decode_fallbacks"] = dict(sorted(routes.fallbacks.items()))
         if context.is_main:
             _save_model(paths.models_dir / f"{config.model}.pt", plain, config, names)
             _save_embeddings(paths.embeddings_dir / f"{config.model}.npz", test, names)

@@ -33,6 +33,7 @@ from models.deep.evaluate import predict_videos
 from models.deep.runtime import amp_dtype, autocast, peak_memory, prepare_model, seed_everything
 from pipelines.data.records import VideoRecord
 from pipelines.video.loader import ClipLoader
+from pipelines.video.routes import DecodeStats
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TrainOutcome:
     peak_memory_bytes: int | None
     memory_kind: str
     rejected: list[Any] = field(default_factory=list)  # training videos that failed to decode (this rank)
+    decode_stats: DecodeStats = field(default_factory=DecodeStats)  # the training loader's routes (this rank)
 
 
 def make_optimizer(model: nn.Module, config: DeepConfig) -> torch.optim.Optimizer:
@@ -315,4 +317,5 @@ def train_from_state(
         desc=desc,
     )
     outcome.rejected = list(train_loader.rejected)
+    outcome.decode_stats = train_loader.decode_stats
     return model, outcome
