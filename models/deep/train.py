@@ -150,7 +150,7 @@ def run_deep(
             progress=progress,
         )
         dtype = amp_dtype(config, context.device)
-        with peak_memory(context.device) as predict_memory:
+        with peak_memory(context.device, resident=model) as predict_memory:
             test = predict_videos(
                 model, loaders["test"], context.device, dtype, context, progress=progress, desc="test"
             )
@@ -174,6 +174,7 @@ def run_deep(
         )
         result.config["data_fingerprint"] = data_id
         result.config["cache"] = uses_clip_cache(config, backend)
+        result.config["torch_max_memory_allocated_bytes"] = outcome.torch_peak_bytes
         # Clips per decode route (training, validation, test; all ranks) and the clips that left their route.
         result.config["decode_routes"] = dict(sorted(routes.routes.items()))
         result.config["decode_fallbacks"] = dict(sorted(routes.fallbacks.items()))

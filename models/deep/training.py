@@ -56,6 +56,7 @@ class TrainOutcome:
     fit_seconds: float
     peak_memory_bytes: int | None
     memory_kind: str
+    torch_peak_bytes: int | None = None  # PyTorch's max_memory_allocated during training (CUDA)
     rejected: list[Any] = field(default_factory=list)  # training videos that failed to decode (this rank)
     decode_stats: DecodeStats = field(default_factory=DecodeStats)  # the training loader's routes (this rank)
 
@@ -136,7 +137,7 @@ def train_model(
             best_state = load_checkpoint(best_path)["model"]
     ddp_model = dist_utils.wrap_model(model, context)
     train_model_ = torch.compile(ddp_model) if config.compile else ddp_model
-    memory = peak_memory(device)
+    memory = peak_memory(device, resident=model)
     with memory:
         for epoch in range(state.epoch + 1, config.epochs):
             if state.stopped_early:
@@ -210,6 +211,7 @@ def train_model(
         fit_seconds=float(sum(state.epoch_seconds)),
         peak_memory_bytes=memory.peak_bytes,
         memory_kind=memory.kind,
+        torch_peak_bytes=memory.torch_peak_bytes,
     )
 
 
