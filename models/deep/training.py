@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,8 +32,10 @@ from models.deep.config import DeepConfig
 from models.deep.evaluate import predict_videos
 from models.deep.runtime import amp_dtype, autocast, peak_memory, prepare_model, seed_everything
 from pipelines.data.records import VideoRecord
-from pipelines.video.loader import ClipLoader
 from pipelines.video.routes import DecodeStats
+
+if TYPE_CHECKING:  # annotations only: the training loop runs without the video stack (scripts/gpu_check.py)
+    from pipelines.video.loader import ClipLoader
 
 
 @dataclass
