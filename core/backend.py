@@ -272,7 +272,7 @@ def probe_nvdec_codecs(device_id: int) -> dict[str, str]:
     return found
 
 
-def _probe_cupy(cuda: Probe) -> Probe:
+def _probe_cupy(cuda: Probe, device_id: int) -> Probe:
     version = _version("cupy")
     if version is None:
         return Probe(False, None, "cupy not installed")
@@ -281,6 +281,7 @@ def _probe_cupy(cuda: Probe) -> Probe:
     try:
         import cupy
 
+        cupy.cuda.Device(device_id).use()  # the process's GPU (LOCAL_RANK's under torchrun), as torch's
         float((cupy.arange(4, dtype=cupy.float32) ** 2).sum())
     except Exception as exc:
         return Probe(False, version, f"CuPy kernel failed: {exc}")
@@ -353,7 +354,7 @@ def resolve_backend(device: str | None = None) -> Backend:
 
             device_id = torch.cuda.current_device()
         dali_gpu = _probe_dali_gpu(cuda, device_id or 0)
-        cupy = _probe_cupy(cuda)
+        cupy = _probe_cupy(cuda, device_id or 0)
         cuml = _probe_cuml(cuda)
         xgb_cuda = _probe_xgboost_cuda(cuda, device_id or 0)
         if requested == "gpu" and not cuda.usable:

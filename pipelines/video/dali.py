@@ -393,6 +393,7 @@ class ScheduledPipeline:
         self._scheduled: deque[int | None] = deque()  # in output order; None: filler
         self._ready: dict[int, Any] = {}
         self._inputs: dict[int, dict[str, list[Any]]] = {}
+        self._dropped: set[int] = set()
         self._started = False
 
     def _feed(self, inputs: dict[str, list[Any]]) -> None:
@@ -433,13 +434,24 @@ class ScheduledPipeline:
                 (output,) = self.pipe.outputs()
             except RuntimeError as exc:
                 output = exc
-            if head is not None:
+            if head in self._dropped:
+                self._dropped.discard(head)
+                del self._inputs[head]
+            elif head is not None:
                 self._ready[head] = output
         output = self._ready.pop(ticket)
         del self._inputs[ticket]
         if isinstance(output, Exception):
             raise output
         return output
+
+    def discard(self, ticket: int) -> None:
+        """Forget a submitted batch whose result will not be asked for (an iteration stopped
+        early): its output is dropped when it comes, its inputs kept alive until then."""
+        if ticket in self._ready:
+            del self._ready[ticket], self._inputs[ticket]
+        elif ticket in self._held or ticket in self._scheduled:
+            self._dropped.add(ticket)
 
     def run(self, inputs: dict[str, list[Any]]) -> Any:
         """Submit one batch and wait for it."""

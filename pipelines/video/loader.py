@@ -210,17 +210,23 @@ class ClipLoader:
             submit(0)
             in_flight: deque[_Scheduled] = deque()
             upcoming = 0
-            while upcoming < min(self.prefetch, len(batches)):
-                in_flight.append(schedule(upcoming))
-                upcoming += 1
-            while in_flight:
-                current = in_flight.popleft()
-                if upcoming < len(batches):  # DALI works on it while the caller uses ``current``
+            try:
+                while upcoming < min(self.prefetch, len(batches)):
                     in_flight.append(schedule(upcoming))
                     upcoming += 1
-                batch = self._collect(current)
-                if batch is not None:
-                    yield batch
+                while in_flight:
+                    current = in_flight.popleft()
+                    if upcoming < len(batches):  # DALI works on it while the caller uses ``current``
+                        in_flight.append(schedule(upcoming))
+                        upcoming += 1
+                    batch = self._collect(current)
+                    if batch is not None:
+                        yield batch
+            finally:  # stopped early (or failed): batches still in DALI are dropped when they come
+                for scheduled in in_flight:
+                    for part in scheduled.parts:
+                        if part.ticket is not None:
+                            self._pipes[part.key].discard(part.ticket)
 
     @property
     def _codec_threads(self) -> int:

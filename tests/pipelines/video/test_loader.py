@@ -432,3 +432,16 @@ def test_prefetching_gives_the_same_batches(videos, backend, prefetch: int) -> N
         assert [b.video_ids for b in batches] == [b.video_ids for b in reference]
         for batch, expected in zip(batches, reference, strict=True):
             torch.testing.assert_close(batch.clips, expected.clips, rtol=0, atol=0)
+
+
+def test_an_iteration_stopped_early_leaves_the_next_one_right(videos, backend) -> None:  # type: ignore[no-untyped-def]
+    """Batches DALI made ahead for an iteration that stopped are dropped, not handed to the next."""
+    spec = ClipSpec(frames=4, size=24, layout="BTHWC")
+    loader = make_clip_loader(videos, spec, backend, batch_size=1, prefetch=2)
+    for _ in loader:
+        break
+    batches, keys = collect(loader)
+    assert keys == [(r.video_id, 0) for r in videos]
+    (expected,) = collect(make_clip_loader(videos[:1], spec, backend, batch_size=1))[0]
+    np.testing.assert_array_equal(batches[0].clips, expected.clips)
+    assert all(not pipe._ready and not pipe._dropped for pipe in loader._pipes.values())
