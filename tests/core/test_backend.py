@@ -175,3 +175,15 @@ def test_gpu_backend_decodes_a_real_clip_on_nvdec() -> None:
     assert "NVDEC decoded an H.264 probe clip" in backend.dali_gpu.reason
     found = probe_nvdec_codecs(backend.cuda_device or 0)
     assert found["h264"].startswith("ok") and found["vp9"].startswith("ok"), found
+
+
+def test_two_builds_of_one_library_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.backend as backend_module
+
+    installed = {"nvidia-dali-cuda120": "2.4.0", "nvidia-dali-cuda130": "2.4.0", "xgboost-cpu": "3.2.0",
+                 "cupy-cuda13x": "14.2.0", "nvidia-dali-tf-plugin-cuda130": "2.4.0"}  # fmt: skip
+    monkeypatch.setattr(backend_module, "_installed_distributions", lambda: installed)
+    (line,) = backend_module.duplicate_installs()
+    assert line.startswith("nvidia-dali-cuda120 and nvidia-dali-cuda130 all provide `import nvidia.dali`: keep one")
+    installed["xgboost"] = "3.2.0"
+    assert any(line.startswith("xgboost and xgboost-cpu") for line in backend_module.duplicate_installs())
