@@ -156,10 +156,6 @@ def run_deep(
             )
         plain = dist_utils.unwrap(model)
         flops = flops_per_clip(plain, config, context.device)
-        local_routes = DecodeStats.merged(
-            [outcome.decode_stats, *(loaders[s].decode_stats for s in ("val", "test") if loaders[s] is not None)]
-        )
-        routes = DecodeStats.merged(dist_utils.gather_objects(local_routes, context))
         result = _build_result(
             config,
             backend,
@@ -172,12 +168,7 @@ def run_deep(
             predict_memory.peak_bytes,
             paths,
         )
-        result.config["data_fingerprint"] = data_id
-        result.config["cache"] = uses_clip_cache(config, backend)
-        result.config["torch_max_memory_allocated_bytes"] = outcome.torch_peak_bytes
-        # Clips per decode route (training, validation, test; all ranks) and the clips that left their route.
-        result.config["decode_routes"] = dict(sorted(routes.routes.items()))
-        result.config["decode_fallbacks"] = dict(sorted(routes.fallbacks.items()))
+        result.config.update(data_fingerprint=data_id, **_run_facts(config, backend, outcome, loaders, context))
         if context.is_main:
             _save_model(paths.models_dir / f"{config.model}.pt", plain, config, names)
             _save_embeddings(paths.embeddings_dir / f"{config.model}.npz", test, names)
@@ -194,6 +185,22 @@ def run_deep(
         return result
     finally:
         dist_utils.shutdown(context)
+
+
+def _run_facts(
+    config: DeepConfig, backend: Backend, outcome: TrainOutcome, loaders: dict[str, Any], context: DistContext
+) -> dict[str, Any]:
+    """Result config entries about how the run went: the clip cache used, PyTorch's own peak, and
+    the clips per decode route (training, validation and test loaders of all ranks) with the clips
+    that left their route. Every rank must call it (it gathers across ranks)."""
+    local = [outcome.decode_stats, *(loaders[s].decode_stats for s in ("val", "test") if loaders[s] is not None)]
+    routes = DecodeStats.merged(dist_utils.gather_objects(DecodeStats.merged(local), context))
+    return {
+        "cache": uses_clip_cache(config, backend),
+        "torch_max_memory_allocated_bytes": outcome.torch_peak_bytes,
+        "decode_routes": dict(sorted(routes.routes.items())),
+        "decode_fallbacks": dict(sorted(routes.fallbacks.items())),
+    }
 
 
 def _collect_rejected(
