@@ -126,16 +126,19 @@ def main(ctx: click.Context, device: str | None) -> None:
 @main.command()
 @pass_context
 def doctor(context: Context) -> None:
-    """Print library versions, GPU usability and the backend of every stage.
+    """Print library versions, GPU usability, the backend of every stage and which codecs and frame
+    sizes decode on the GPU (each probed with a tiny clip where NVDEC is usable).
 
     \b
     Examples:
       python cli.py doctor
       python cli.py --device cpu doctor
     """
-    from core.backend import doctor_report
+    from core.backend import doctor_report, probe_nvdec_codecs
 
-    click.echo(doctor_report(context.backend))
+    backend = context.backend
+    nvdec = probe_nvdec_codecs(backend.cuda_device or 0) if backend.decode.name == "dali-gpu" else None
+    click.echo(doctor_report(backend, nvdec))
 
 
 def _parse_size(value: str) -> tuple[int, int]:
@@ -254,14 +257,21 @@ def features_command(context: Context, run_dir: Path, profile: str | None, force
     Rerunning with the same videos.csv and settings is a no-op; undecodable videos are listed
     in RUN_DIR/rejected.csv and left out.
 
+    Under torchrun each process (one GPU each) takes a share of the videos; rank 0 writes the file.
+
     \b
     Examples:
       python cli.py features --run runs/demo
       python cli.py --device cpu features --run runs/demo --force
+      torchrun --nproc_per_node 2 cli.py features --run-dir runs/ucf
     """
+    import os
+
     from workflow import stages
 
-    click.echo(stages.features(run_dir, context.backend, _profile(context, profile).features, force=force).text())
+    report = stages.features(run_dir, context.backend, _profile(context, profile).features, force=force)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(report.text())
 
 
 @main.command(epilog=PROFILES_EPILOG)
@@ -315,7 +325,8 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Cross-entropy label smoothing in [0, 1). Default: 0.1.")
 @click.option("--cache", type=click.Choice(["on", "off"]), default=None,
-              help="Decoded-clip cache under RUN_DIR/cache (default on); off decodes every epoch from the source.")
+              help="Decoded-clip cache under RUN_DIR/cache (default: on with CPU decoding, off where NVDEC decodes; "
+                   "see doctor); off decodes every epoch from the source.")
 @click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping: epochs without a better F1.")
 @click.option("--seed", type=int, default=None)
 @click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")

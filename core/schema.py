@@ -60,7 +60,7 @@ class Cost:
     flops_per_clip: float | None = None
     peak_memory_fit_bytes: int | None = None
     peak_memory_predict_bytes: int | None = None
-    memory_kind: str = "process_rss_peak"  # or "cuda_max_allocated", "rmm_pool_peak"
+    memory_kind: str = "process_rss_peak"  # what the peaks measure: core.cost.MEMORY_KINDS
 
 
 @dataclass

@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.report import analyze_run
+from core import distributed as dist_utils
 from core.backend import Backend
 from core.runfiles import RunPaths, atomic_write_text, rejected_notice, remove_stale_temporaries
 from models.classical.train import ClassicalConfig, run_classical
+from models.deep.build import uses_clip_cache
 from models.deep.config import DeepConfig
 from models.deep.train import run_deep, summarize
 from pipelines.data.prepare import prepare_run
@@ -26,6 +28,7 @@ from pipelines.features.kernel import FeatureSpec
 from pipelines.features.store import extract_features
 from pipelines.video.cache import ClipCache
 from pipelines.video.loader import RejectedVideo
+from pipelines.video.routes import DecodeStats
 from workflow.profiles import AnalysisSettings
 
 
@@ -79,12 +82,23 @@ def features(
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
+    """Under torchrun every rank runs this (one GPU each, see core.distributed) and shares the videos."""
     remove_stale_temporaries(run_dir)
     rejected: list[RejectedVideo] = []
-    found = extract_features(run_dir, backend, progress=progress, force=force, spec=spec, rejected=rejected)
-    message = f"{len(found)} videos x {found.X.shape[1]} features ({backend.features.name})"
-    written = f"{found.summary()} -> {RunPaths(run_dir).features_npz}"
-    return StageReport(Path(run_dir), message, rejected, lines=[written])
+    stats = DecodeStats()
+    context = dist_utils.init_distributed(backend.torch_device())
+    try:
+        found = extract_features(
+            run_dir, backend, progress=progress, force=force, spec=spec, rejected=rejected, decode_stats=stats,
+            context=context,
+        )  # fmt: skip
+    finally:
+        dist_utils.shutdown(context)
+    processes = f", {context.world_size} processes" if context.enabled else ""
+    message = f"{len(found)} videos x {found.X.shape[1]} features ({backend.features.name}{processes})"
+    written = f"{found.summary()} -> {RunPaths(run_dir).features_npz} ({backend.features.name}{processes})"
+    routes = stats.summary() if stats.routes else "decode routes: none (features.npz was up to date)"
+    return StageReport(Path(run_dir), message, rejected, lines=[written, routes])
 
 
 def classical(
@@ -151,7 +165,7 @@ def deep(
         f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s "
         f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
     )
-    notice = cache_notice(run_dir) if config.cache else None
+    notice = cache_notice(run_dir) if uses_clip_cache(config, backend) else None
     return StageReport(Path(run_dir), message, rejected, lines=[summarize(result), *([notice] if notice else [])])
 
 

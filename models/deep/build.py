@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,7 +17,9 @@ from models.deep.config import DeepConfig
 from models.networks import cnn2d, cnn3d
 from pipelines.data.records import VideoRecord
 from pipelines.video.clips import ClipSpec
-from pipelines.video.loader import ClipLoader, make_clip_loader
+
+if TYPE_CHECKING:
+    from pipelines.video.loader import ClipLoader
 
 
 def build_model(config: DeepConfig, num_classes: int) -> nn.Module:
@@ -79,11 +81,21 @@ def flops_per_clip(model: nn.Module, config: DeepConfig, device: torch.device) -
     return float(counter.get_total_flops())
 
 
+def uses_clip_cache(config: DeepConfig, backend: Backend) -> bool:
+    """Whether the loaders read the decoded-clip cache: the config's choice, else the backend's default."""
+    return backend.clip_cache_default if config.cache is None else config.cache
+
+
 def make_loaders(
     records: Sequence[VideoRecord], config: DeepConfig, backend: Backend, context: DistContext, run_dir: Path
 ) -> dict[str, ClipLoader | None]:
 
+    # Imported here, not at the top: the video stack (PyAV, OpenCV, DALI) loads only when loaders
+    # are made, so models and the training loop work on a machine without it (scripts/gpu_check.py).
+    from pipelines.video.loader import make_clip_loader
+
     specs = clip_specs(config)
+    cache_dir = RunPaths(run_dir).cache_dir if uses_clip_cache(config, backend) else None
     shard = dict(num_shards=context.world_size, shard_id=context.rank)
     loaders = {}
     for split in ("train", "val", "test"):
@@ -100,7 +112,7 @@ def make_loaders(
             shuffle=split == "train",
             run_dir=run_dir,
             num_threads=config.num_threads,
-            cache_dir=RunPaths(run_dir).cache_dir if config.cache else None,
+            cache_dir=cache_dir,
             stage=f"deep-{config.model}",
             **shard,
         )

@@ -46,7 +46,9 @@ class DeepConfig:
     deterministic: bool = False
     seed: int = 0
     num_threads: int = 2
-    cache: bool = True  # decoded-clip cache under RUN_DIR/cache (speed only: what is trained stays the same)
+    # Decoded-clip cache under RUN_DIR/cache (speed only: what is trained stays the same). None: the
+    # backend's default (core.backend.CLIP_CACHE_DEFAULT: on with CPU decoding, off with NVDEC).
+    cache: bool | None = None
     learning_curve_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     learning_curve_epochs: int | None = None  # None: the same epochs as the main run
 

@@ -28,7 +28,14 @@ from core.backend import Backend, library_versions
 from core.distributed import DistContext
 from core.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, to_json
 from core.schema import Cost, ModelResult, Prediction, load_result, save_result
-from models.deep.build import build_model, count_parameters, flops_per_clip, make_loaders, normalization
+from models.deep.build import (
+    build_model,
+    count_parameters,
+    flops_per_clip,
+    make_loaders,
+    normalization,
+    uses_clip_cache,
+)
 from models.deep.checkpoint import save_checkpoint
 from models.deep.config import DeepConfig
 from models.deep.curve import CURVE_DIR, learning_curve_points
@@ -38,6 +45,7 @@ from models.deep.training import TrainOutcome, train_from_state
 from models.networks import cnn2d, cnn3d
 from pipelines.data.records import VideoRecord, index_fingerprint, read_videos_csv, records_in_split
 from pipelines.data.records import class_names as ordered_class_names
+from pipelines.video.routes import DecodeStats
 
 
 def has_current_result(run_dir: str | os.PathLike[str], model: str) -> bool:
@@ -143,7 +151,7 @@ def run_deep(
             progress=progress,
         )
         dtype = amp_dtype(config, context.device)
-        with peak_memory(context.device) as predict_memory:
+        with peak_memory(context.device, resident=model) as predict_memory:
             test = predict_videos(
                 model, loaders["test"], context.device, dtype, context, progress=progress, desc="test"
             )
@@ -161,7 +169,7 @@ def run_deep(
             predict_memory.peak_bytes,
             paths,
         )
-        result.config["data_fingerprint"] = data_id
+        result.config.update(data_fingerprint=data_id, **_run_facts(config, backend, outcome, loaders, context))
         if context.is_main:
             _save_model(paths.models_dir / f"{config.model}.pt", plain, config, names)
             _save_embeddings(paths.embeddings_dir / f"{config.model}.npz", test, names)
@@ -178,6 +186,22 @@ def run_deep(
         return result
     finally:
         dist_utils.shutdown(context)
+
+
+def _run_facts(
+    config: DeepConfig, backend: Backend, outcome: TrainOutcome, loaders: dict[str, Any], context: DistContext
+) -> dict[str, Any]:
+    """Result config entries about how the run went: the clip cache used, PyTorch's own peak, and
+    the clips per decode route (training, validation and test loaders of all ranks) with the clips
+    that left their route. Every rank must call it (it gathers across ranks)."""
+    local = [outcome.decode_stats, *(loaders[s].decode_stats for s in ("val", "test") if loaders[s] is not None)]
+    routes = DecodeStats.merged(dist_utils.gather_objects(DecodeStats.merged(local), context))
+    return {
+        "cache": uses_clip_cache(config, backend),
+        "torch_max_memory_allocated_bytes": outcome.torch_peak_bytes,
+        "decode_routes": dict(sorted(routes.routes.items())),
+        "decode_fallbacks": dict(sorted(routes.fallbacks.items())),
+    }
 
 
 def _collect_rejected(

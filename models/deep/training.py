@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,7 +32,10 @@ from models.deep.config import DeepConfig
 from models.deep.evaluate import predict_videos
 from models.deep.runtime import amp_dtype, autocast, peak_memory, prepare_model, seed_everything
 from pipelines.data.records import VideoRecord
-from pipelines.video.loader import ClipLoader
+from pipelines.video.routes import DecodeStats
+
+if TYPE_CHECKING:  # annotations only: the training loop runs without the video stack (scripts/gpu_check.py)
+    from pipelines.video.loader import ClipLoader
 
 
 @dataclass
@@ -55,7 +58,9 @@ class TrainOutcome:
     fit_seconds: float
     peak_memory_bytes: int | None
     memory_kind: str
+    torch_peak_bytes: int | None = None  # PyTorch's max_memory_allocated during training (CUDA)
     rejected: list[Any] = field(default_factory=list)  # training videos that failed to decode (this rank)
+    decode_stats: DecodeStats = field(default_factory=DecodeStats)  # the training loader's routes (this rank)
 
 
 def make_optimizer(model: nn.Module, config: DeepConfig) -> torch.optim.Optimizer:
@@ -134,7 +139,7 @@ def train_model(
             best_state = load_checkpoint(best_path)["model"]
     ddp_model = dist_utils.wrap_model(model, context)
     train_model_ = torch.compile(ddp_model) if config.compile else ddp_model
-    memory = peak_memory(device)
+    memory = peak_memory(device, resident=model)
     with memory:
         for epoch in range(state.epoch + 1, config.epochs):
             if state.stopped_early:
@@ -208,6 +213,7 @@ def train_model(
         fit_seconds=float(sum(state.epoch_seconds)),
         peak_memory_bytes=memory.peak_bytes,
         memory_kind=memory.kind,
+        torch_peak_bytes=memory.torch_peak_bytes,
     )
 
 
@@ -315,4 +321,5 @@ def train_from_state(
         desc=desc,
     )
     outcome.rejected = list(train_loader.rejected)
+    outcome.decode_stats = train_loader.decode_stats
     return model, outcome

@@ -4,6 +4,11 @@ Clips come from the evaluation loader (layout ``BTHWC``, uint8, no normalisation
 backend's decode device; the kernel (:mod:`pipelines.features.kernel`) runs on ``backend.xp()``, so on a
 GPU the frames go from DALI to CuPy by DLPack and only the feature rows come back to the host.
 
+Under ``torchrun`` (:func:`extract_features` with a multi-process ``context``) each rank decodes
+and featurises whole batches of the single-process batch order (batch ``b`` on rank
+``b % world_size``, one GPU per rank), and every rank gets all rows; rank 0 writes the file,
+identical to a single-process run.
+
 Each clip is ``spec.frames`` frames a fixed ``stride`` apart (:func:`feature_stride`: longer
 videos get a longer step, up to ``spec.max_stride``), centred in the video; videos are grouped by
 stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second).
@@ -26,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from core import distributed as dist_utils
 from core.backend import Backend
 from core.console import progress_bar
-from core.runfiles import RunPaths, atomic_path, fingerprint
+from core.distributed import DistContext
+from core.runfiles import RunPaths, append_rejected, atomic_path, fingerprint
 from pipelines.data.records import VideoRecord, class_names, index_fingerprint, read_videos_csv
 from pipelines.features.kernel import (
     KERNEL_VERSION,
@@ -40,9 +47,9 @@ from pipelines.features.kernel import (
 )
 from pipelines.video.clips import ClipSpec
 from pipelines.video.loader import make_clip_loader
+from pipelines.video.routes import DecodeStats
 
 STAGE = "features"
-BATCH_SIZE = 8
 DEFAULT_FPS = 25.0  # only used when videos.csv has no usable frame rate for a video
 
 
@@ -183,19 +190,30 @@ def iter_feature_batches(
     spec: FeatureSpec,
     *,
     run_dir: str | os.PathLike[str] | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     compute: bool = True,
     rejected: list[Any] | None = None,
+    decode_stats: DecodeStats | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[FeatureBatch]:
     """Decode ``records`` with the evaluation loader (one loader per stride) and, with
-    ``compute``, run the kernel on each batch. Rejected videos are appended to ``rejected``."""
+    ``compute``, run the kernel on each batch. Rejected videos are appended to ``rejected``, the
+    decode routes added to ``decode_stats``. ``batch_size``: default the backend's
+    (:attr:`~core.backend.Backend.feature_batch_size`). ``shard``: (rank, world size); this rank
+    takes every world-size-th batch of each stride group, so batches are the same as in one process."""
     import time
 
     xp = backend.xp()
+    batch_size = batch_size or backend.feature_batch_size
+    rank, world_size = shard
     by_stride: dict[int, list[VideoRecord]] = {}
     for record in records:
         by_stride.setdefault(feature_stride(record.frames, spec), []).append(record)
     for stride, group in sorted(by_stride.items()):
+        chunks = [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        group = [record for chunk in chunks[rank::world_size] for record in chunk]
+        if not group:
+            continue
         rates = {record.video_id: sample_rate(record, stride) for record in group}
         loader = make_clip_loader(
             group,
@@ -218,6 +236,8 @@ def iter_feature_batches(
             yield FeatureBatch(list(batch.video_ids), features, batch.clips, batch_rates, seconds)
         if rejected is not None:
             rejected.extend(loader.rejected)
+        if decode_stats is not None:
+            decode_stats.add(loader.decode_stats)
 
 
 def synchronize(xp: Any) -> None:
@@ -232,15 +252,21 @@ def extract_features(
     progress: bool = True,
     force: bool = False,
     spec: FeatureSpec | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     rejected: list[Any] | None = None,
+    decode_stats: DecodeStats | None = None,
+    context: DistContext | None = None,
 ) -> FeatureSet:
     """Compute (or load, when up to date) ``RUN_DIR/features.npz`` for every video of ``videos.csv``.
 
     Videos that failed to decode in this call (none when the file was up to date) are appended
-    to ``rejected`` (:class:`pipelines.video.loader.RejectedVideo`), as well as to ``rejected.csv``.
+    to ``rejected`` (:class:`pipelines.video.loader.RejectedVideo`), as well as to ``rejected.csv``;
+    the clips per decode route are added to ``decode_stats``. ``batch_size``: default the
+    backend's. With a multi-process ``context`` (torchrun) the ranks share the work (see the
+    module docstring); every rank must call this and gets the whole matrix; rank 0 writes.
     """
     spec = spec or FeatureSpec()
+    context = context or DistContext()
     paths = RunPaths(run_dir)
     if not paths.videos_csv.exists():
         raise FileNotFoundError(
@@ -258,17 +284,11 @@ def extract_features(
         if existing is not None and existing.fingerprint == expected and existing.spec == spec:
             return existing
 
-    rows: dict[str, np.ndarray] = {}
-    skipped: list[Any] = []
-    with progress_bar(total=len(records), desc="features", unit="video", enabled=progress) as bar:
-        for batch in iter_feature_batches(
-            records, backend, spec, run_dir=run_dir, batch_size=batch_size, rejected=skipped
-        ):
-            rows.update(zip(batch.video_ids, to_numpy(batch.features), strict=True))
-            bar.update(len(batch.video_ids))
-        bar.update(len(records) - bar.n)
+    rows, skipped, stats = _feature_rows(records, backend, spec, run_dir, batch_size, progress, context)
     if rejected is not None:
         rejected.extend(skipped)
+    if decode_stats is not None:
+        decode_stats.add(stats)
     kept = [record for record in records if record.video_id in rows]
     if not kept:
         raise ValueError(f"no video of {paths.videos_csv} could be decoded; see {paths.rejected_csv}")
@@ -284,5 +304,50 @@ def extract_features(
         fingerprint=expected,
         spec=spec,
     )
-    save_features(paths.features_npz, features)
+    if context.is_main:
+        save_features(paths.features_npz, features)
+    dist_utils.barrier(context)
     return features
+
+
+def _feature_rows(
+    records: Sequence[VideoRecord],
+    backend: Backend,
+    spec: FeatureSpec,
+    run_dir: str | os.PathLike[str],
+    batch_size: int | None,
+    progress: bool,
+    context: DistContext,
+) -> tuple[dict[str, np.ndarray], list[Any], DecodeStats]:
+    """Feature rows by video id, rejected videos and decode routes of all ranks (on every rank).
+    Only rank 0 appends to rejected.csv (the ranks' rejects are gathered first), so no two
+    processes rewrite the file at once."""
+    rows: dict[str, np.ndarray] = {}
+    skipped: list[Any] = []
+    stats = DecodeStats()
+    with progress_bar(total=len(records), desc="features", unit="video", enabled=progress and context.is_main) as bar:
+        for batch in iter_feature_batches(
+            records,
+            backend,
+            spec,
+            run_dir=run_dir if not context.enabled else None,
+            batch_size=batch_size,
+            rejected=skipped,
+            decode_stats=stats,
+            shard=(context.rank, context.world_size),
+        ):
+            rows.update(zip(batch.video_ids, to_numpy(batch.features), strict=True))
+            bar.update(len(batch.video_ids) * context.world_size)
+        bar.update(len(records) - bar.n)
+    if not context.enabled:
+        return rows, skipped, stats
+    merged_rows: dict[str, np.ndarray] = {}
+    merged_skipped: list[Any] = []
+    for part_rows, part_skipped in dist_utils.gather_objects((rows, skipped), context):
+        merged_rows.update(part_rows)
+        merged_skipped.extend(part_skipped)
+    if context.is_main:
+        for item in merged_skipped:
+            append_rejected(run_dir, item.path, item.reason, STAGE)
+    merged_stats = DecodeStats.merged(dist_utils.gather_objects(stats, context))
+    return merged_rows, merged_skipped, merged_stats

@@ -38,6 +38,9 @@ def test_run_deep_writes_a_valid_result_and_skips_finished_work(run_dir, backend
     assert result.family == "deep" and result.backend == "torch-cpu"
     assert result.test_protocol.startswith("2 clips x 1 crop")
     assert result.config["profile"] == "tiny" and result.config["normalization"]["mean"][0] == pytest.approx(0.485)
+    # CPU decoding: the clip cache is on by default; its first pass decodes with PyAV, later reads hit it.
+    assert result.config["cache"] is True
+    assert set(result.config["decode_routes"]) == {"pyav", "cache"} and result.config["decode_fallbacks"] == {}
     cost = result.cost
     assert cost.parameters == 11_178_051 and cost.flops_per_clip > 1e7
     assert len(cost.epoch_seconds) == 1 and cost.fit_seconds > 0
@@ -127,6 +130,9 @@ def test_cli_deep_with_cache_off_and_label_smoothing_reports_rejected_videos(tmp
     assert f"2 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in result.output
     saved = load_result(run_dir / "results" / "cnn2d.json")
     assert saved.config["cache"] is False and saved.config["label_smoothing"] == pytest.approx(0.2)
+    # Without the cache every clip is decoded by DALI's CPU decoder (MJPEG); the broken files are
+    # isolated and rejected, not counted as decoded.
+    assert list(saved.config["decode_routes"]) == ["dali-cpu"] and saved.config["decode_fallbacks"] == {}
     assert not any((run_dir / "cache").rglob("*.*"))  # nothing decoded into the clip cache
     assert "decoded-clip cache" not in result.output
     assert "Left/broken_test" not in {p.video_id for p in saved.predictions}
