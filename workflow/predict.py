@@ -47,7 +47,6 @@ from pipelines.data.dataset import VIDEO_EXTENSIONS, is_video_file
 from pipelines.data.preflight import ProbeResult, preflight
 from pipelines.data.records import VideoRecord
 from pipelines.features.kernel import FeatureSpec, feature_names
-from pipelines.features.store import BATCH_SIZE as FEATURE_BATCH_SIZE
 from pipelines.features.store import iter_feature_batches, load_features, to_numpy
 from pipelines.video.loader import RejectedVideo, make_clip_loader
 
@@ -266,7 +265,7 @@ def _classical(name: str, run_dir: Path, backend: Backend, batch_size: int | Non
             f"features.npz has {expected}; rerun `python cli.py classical --run {run_dir} --models {name} --force`"
         )
     return ClassicalPredictor(
-        name, run_dir, list(features.class_names), backend, batch_size or FEATURE_BATCH_SIZE,
+        name, run_dir, list(features.class_names), backend, batch_size or backend.feature_batch_size,
         model=model, spec=features.spec,
     )  # fmt: skip
 
