@@ -154,7 +154,9 @@ def analyze(
     *,
     interpret: bool = True,
     progress: bool = True,
+    command: str | None = None,
 ) -> StageReport:
+    """Write the report; ``command`` (the command line) is recorded under its Environment."""
     index = analyze_run(
         run_dir,
         progress=progress,
@@ -164,6 +166,7 @@ def analyze(
         gradcam_per_class=settings.gradcam_per_class,
         occlusion_per_class=settings.occlusion_per_class,
         embeddings=settings.embeddings,
+        command=command,
     )
     summary = (index.parent / "summary.txt").read_text().rstrip("\n")
     return StageReport(Path(run_dir), f"report in {index.parent}", lines=[summary, f"report: {index}"])
