@@ -38,7 +38,8 @@ figcaption{font-size:13px;max-width:760px}figcaption b{display:block;margin-bott
 .warn{background:#fdecea;border-left:4px solid #c0392b;padding:6px 10px;margin:6px 0;font-size:14px}
 .verdicts li{margin:3px 0}.muted{color:#666;font-size:13px}
 code{background:#eee;padding:0 3px;overflow-wrap:anywhere}
-caption{caption-side:top;text-align:left;font-size:13px;color:#555;padding:2px 0}details{margin:6px 0}summary{cursor:pointer;font-weight:600}
+caption{caption-side:top;text-align:left;font-size:13px;color:#555;padding:2px 0}
+details{margin:6px 0}summary{cursor:pointer;font-weight:600}
 @media print{nav{display:none}body{background:#fff}main{padding:0 8px;max-width:none}.scroll{overflow:visible}
 table{font-size:9px}td,th{white-space:normal;padding:2px 4px}figure{page-break-inside:avoid;border:none}
 section{page-break-before:auto}header{background:none;color:#000;padding:0}header code{background:none;color:#000}}
