@@ -134,7 +134,9 @@ def classical_section(
     for name in models:
         model_path = paths.models_dir / f"{name}.joblib"
         if not model_path.exists():
-            section.notes.append(f"{name}: no saved model ({model_path.name} missing), so no feature importances.")
+            section.notes.append(
+                f"{human_name(name)}: no saved model ({model_path.name} missing), so no feature importances."
+            )
             continue
         try:
             model = joblib.load(model_path)
@@ -145,7 +147,9 @@ def classical_section(
             if top:
                 tops[name] = top
         except Exception as exc:  # a model from another library version must not stop the report
-            section.notes.append(f"{name}: could not explain the saved model ({type(exc).__name__}: {exc}).")
+            section.notes.append(
+                f"{human_name(name)}: could not explain the saved model ({type(exc).__name__}: {exc})."
+            )
     if group_importance:
         path = plots.importance_bars(
             group_importance,

@@ -152,11 +152,12 @@ def interval_bars(
         )
         _bar_labels(ax, bars, [f"{v:.2f}" for v in est])
     ax.set_xticks(x, [model_label(n, LABEL_WIDTH) for n in models], fontsize=8)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("score on the test videos")
     ax.set_title(title)
-    if len(metrics) > 1:
-        ax.legend(loc="lower right", fontsize=8, frameon=True)
+    if len(metrics) > 1:  # above the bars (scores reach 1.0), below the title
+        ax.legend(loc="upper center", ncol=len(metrics), fontsize=8, frameon=False)
     return save_figure(fig, path)
 
 
@@ -246,7 +247,7 @@ def confusion_matrices(
         counts = np.asarray(matrices[name], dtype=np.float64)
         values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalise else max(1.0, values.max()))
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class" if normalise else "videos")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row" if normalise else "videos")
         ax.set_title(model_label(name, 28), fontsize=9)
         ticks = np.arange(n)
         ax.set_xticks(ticks, class_names if annotate else [], rotation=45, ha="right", fontsize=8)
@@ -292,7 +293,7 @@ def p_value_matrix(
     strength = np.full((n, n), np.nan)
     for (a, b), p in p_values.items():
         strength[index[a], index[b]] = strength[index[b], index[a]] = -np.log10(np.clip(p, 1e-3, 1.0))
-    fig, ax = plt.subplots(figsize=(1.25 * n + 3, 1.05 * n + 1.8))
+    fig, ax = plt.subplots(figsize=(0.85 * n + 2.6, 0.75 * n + 1.8))
     image = ax.imshow(strength, cmap="Greens", vmin=0, vmax=3)
     bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, ticks=[0, 1, -np.log10(alpha), 2, 3])
     bar.ax.set_yticklabels(["p = 1", "0.1", f"{alpha}", "0.01", "≤ 0.001"])
@@ -300,7 +301,7 @@ def p_value_matrix(
         value = strength[index[a], index[b]]
         mark = "*" if p_values.get((a, b), p_values.get((b, a), 1.0)) < alpha else ""
         colour = "white" if value > 1.8 else "black"
-        ax.text(index[b], index[a], text + mark, ha="center", va="center", fontsize=7, color=colour)
+        ax.text(index[b], index[a], text + mark, ha="center", va="center", fontsize=6, color=colour)
     labels = [model_label(m, LABEL_WIDTH) for m in models]
     ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
@@ -485,7 +486,10 @@ def accuracy_vs_cost(
         ylim=(0, 1.08),
         title="Accuracy versus cost (marker area ~ model size)",
     )
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=0.5, frameon=False)
+    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    for handle in legend.legend_handles:  # one marker size in the legend, whatever the model size
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([40])
     return save_figure(fig, path)
 
 

@@ -12,7 +12,7 @@ from analysis.context import ReportContext
 from analysis.html import Cell, ReportSection, escape, figures_html, notes_html, table_html
 from analysis.names import human_name
 from analysis.plots import ReportFigure
-from analysis.verdicts import detectability, pair_verdict, pairs_sentence
+from analysis.verdicts import detectability, pairs_sentence
 from core.runfiles import atomic_write_json, atomic_write_text
 
 
@@ -192,9 +192,9 @@ def build(context: ReportContext) -> ReportSection:
         + table_html(
             ["Model A", "Model B", "Accuracy A − B [95 % interval]", "Groups", "p", "Holm p", "Told apart"], rows
         )
-        + "<ul class='verdicts'>"
-        + "".join(f"<li>{escape(pair_verdict(p, c.alpha))}</li>" for p in c.pairs)
-        + "</ul>"
+        + f"<p class='muted'>Told apart means Holm p &lt; {c.alpha}, nothing else. With few groups a bootstrap "
+        "interval can miss 0 while the exact test cannot reject (percentile intervals are too narrow with few "
+        "clusters): the test decides.</p>"
         + figures_html(_group_figures(context))
         + '<p class="muted">As JSON and CSV: <a href="statistics.json">statistics.json</a> (intervals of every model '
         'and pair), <a href="pairs.csv">pairs.csv</a>.</p>' + _mcnemar_html(context)
