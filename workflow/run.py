@@ -116,7 +116,7 @@ def _deep_stage(run: _Run, model: str) -> Stage:
             config = weights_or_scratch(config, run.warn)
         return run.keep(stages.deep(run.run_dir, run.backend, config, progress=run.progress))
 
-    return Stage("deep", f"deep model {model} ({run.profile.name} profile)", action)
+    return Stage("deep", f"deep model {human_name(model)} ({model}, {run.profile.name} profile)", action)
 
 
 def _analyze_stage(run: _Run) -> Stage:

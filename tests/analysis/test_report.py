@@ -387,6 +387,8 @@ def test_report_renders_in_chromium_within_the_window(report: Path):
         pytest.skip("no Chromium installed (apt-get install chromium); the structural test below still runs")
     layout = check_layout(report, width=1400)
     assert layout.fits, layout.too_wide
+    # The main table's two halves fit a 1400-px window without scrolling.
+    assert not {"Test scores: estimate [95 % interval]", "Measured costs"} & set(layout.scrolled), layout.scrolled
     assert check_layout(report, width=1000).fits  # narrower windows scroll tables only
 
 
