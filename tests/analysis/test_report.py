@@ -398,18 +398,6 @@ def test_every_table_sits_in_a_horizontal_scroller(report: Path):
     assert ".scroll{overflow-x:auto" in page and "figure img{max-width:100%" in page
 
 
-def test_layout_check_finds_what_sticks_out(tmp_path: Path):
-    if find_browser() is None:
-        pytest.skip("no Chromium installed (apt-get install chromium)")
-    page = tmp_path / "index.html"
-    page.write_text(
-        "<html><head></head><body><div style='width:2000px'>wide</div>"
-        "<div style='overflow-x:auto'><div style='width:3000px'>scrolled</div></div></body></html>"
-    )
-    layout = check_layout(page, width=800)
-    assert not layout.fits and len(layout.too_wide) == 1 and layout.too_wide[0].startswith("div")
-
-
 def test_k_fold_results_show_the_spread_over_folds(tmp_path: Path):
     run_dir = make_synthetic_run(tmp_path / "run", n_test=12, with_models=False)
     paths = RunPaths(run_dir)
