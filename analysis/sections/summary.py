@@ -24,7 +24,7 @@ RAW_FILES = (
 
 
 def summary_text(context: ReportContext, headline: Headline) -> str:
-    """The one-screen console summary (report/summary.txt): table, interval note, warnings."""
+    """The one-screen console summary (report/summary.txt): table, interval note, verdict, warnings."""
     c = context.comparison
     if c.unit == "video":
         note = f"95 % intervals: bootstrap over {c.n_videos} test videos (no videos.csv: groups unknown)."
@@ -32,7 +32,7 @@ def summary_text(context: ReportContext, headline: Headline) -> str:
         note = f"No intervals: the {c.n_videos} test videos come from {c.n_groups} group."
     else:
         note = f"95 % intervals: bootstrap over {c.n_groups} test groups ({c.n_videos} videos)."
-    lines = [summary_table(context.rows), note]
+    lines = [summary_table(context.rows), note, *headline.sentences]
     lines += [f"WARNING {w}" for w in headline.warnings]
     return "\n".join(lines) + "\n"
 

@@ -270,6 +270,7 @@ def test_models_appear_by_their_human_names(report: Path):
     summary = (report.parent / "summary.txt").read_text()
     for name in HUMAN.values():
         assert name in summary
+    assert "has the highest test macro-F1" in summary and "model pairs differ at the group level" in summary
     assert "| SVM (RBF) |" in (report.parent / "table_all.md").read_text()
 
 
