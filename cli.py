@@ -410,9 +410,11 @@ def analyze(context: Context, run_dir: Path, profile: str | None, resamples: int
 @profile_option
 @click.option("--skip-deep", is_flag=True, help="Only the classical models.")
 @click.option("--classes", default=None, help="Comma-separated class names to use (default: all).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the train/val/test split, as `prepare --seed` (default: the profile's, 0).")
 @pass_context
 def run_command(context: Context, data_root: Path | None, run_dir: Path | None, profile: str | None, skip_deep: bool,
-                classes: str | None) -> None:
+                classes: str | None, seed: int | None) -> None:
     """The whole comparison: (demo data), prepare, features, classical, deep, report.
 
     Without DATA_ROOT the demo dataset is generated into RUN_DIR/demo_data. Every stage resumes:
@@ -423,14 +425,85 @@ def run_command(context: Context, data_root: Path | None, run_dir: Path | None, 
       python cli.py run                                  # demo dataset, runs/demo
       python cli.py run --profile tiny --run runs/tiny   # a smoke test in seconds
       python cli.py run data/UCF101 --run runs/ucf --classes PullUps,Punch,PushUps
+      python cli.py run data/mine --run runs/mine-seed1 --seed 1   # another split of the same videos
       python cli.py --device cpu run --skip-deep
       python cli.py --quiet run > run.log      # no progress: the summary, warnings and errors only
     """
     from workflow.run import default_run_dir, run_comparison
 
     run_comparison(data_root, run_dir or default_run_dir(data_root), profile=profile, backend=context.backend,
-                   skip_deep=skip_deep, classes=csv_list(classes), progress=context.progress,
+                   skip_deep=skip_deep, classes=csv_list(classes), seed=seed, progress=context.progress,
                    command=context.command)  # fmt: skip
+
+
+MODEL_OR_BEST = ("best", *CLASSICAL_MODELS, *DEEP_MODELS)
+
+
+@main.command()
+@run_option
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_name", type=click.Choice(MODEL_OR_BEST), default="best", show_default=True,
+              help="A model of the run; best: the one the report ranks first on test macro-F1.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("predictions.csv"),
+              show_default=True, help="CSV file, one row per video.")
+@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True,
+              help="Also write the K best classes and their scores (at most the number of classes).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Videos per feature batch / clips per CNN batch. Default: the run's.")
+@pass_context
+def predict(context: Context, run_dir: Path, videos: tuple[Path, ...], model_name: str, out: Path, top_k: int,
+            batch_size: int | None) -> None:
+    """Classify VIDEOS (files or folders) with a trained model of RUN_DIR.
+
+    Each video takes the path it took in the comparison: the pre-flight check, the same decoding,
+    the model's feature settings or clip protocol, on the CPU or the GPU. The CSV has the columns
+    path, predicted_class, score_<Class> for every class, top<i>_class/top<i>_score, seconds and
+    error: a file that cannot be read gets a row with the reason in error, never dropped.
+
+    \b
+    Examples:
+      python cli.py predict --run runs/demo new_clips/
+      python cli.py predict --run runs/demo --model cnn3d clip1.mp4 clip2.avi --out clips.csv
+      python cli.py --device cpu predict --run runs/ucf --model svm --top-k 5 data/incoming
+    """
+    from workflow.predict import expand_inputs, load_model, predict_to_csv
+
+    files = expand_inputs(videos)  # a mistyped path stops here, before any model is loaded
+    predictor = load_model(run_dir, model_name, backend=context.backend, batch_size=batch_size)
+    click.echo(f"model: {predictor.name} ({predictor.choice.reason}); {predictor.family}, "
+               f"{len(predictor.class_names)} classes; device {context.backend.device_description()}")
+    click.echo(predict_to_csv(predictor, files, out, top_k=top_k).text())
+
+
+@main.command("export")
+@run_option
+@click.option("--model", "model_name", required=True, type=click.Choice([*CLASSICAL_MODELS, *DEEP_MODELS]))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "skops"]), default=None,
+              help="CNNs: onnx (default) or torchscript (deprecated by PyTorch); classical models: skops.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the model file and its JSON. Default: RUN_DIR/export.")
+@click.option("--check-clips", type=click.IntRange(1), default=8, show_default=True,
+              help="CNNs: test clips on which the export must match PyTorch (class probabilities within 1e-3).")
+@pass_context
+def export_command(context: Context, run_dir: Path, model_name: str, fmt: str | None, out_dir: Path | None,
+                   check_clips: int) -> None:
+    """Write a trained model of RUN_DIR in a deployable format, checked against the run's model.
+
+    CNNs: ONNX (run it with onnxruntime, TensorRT, ...) or TorchScript, with MODEL.onnx.json beside it
+    (clip protocol, class names, normalisation); nothing is written if the export's scores differ from
+    PyTorch's on the test clips. Classical models: skops (no code runs when it is loaded), with the
+    feature settings and class names beside it.
+
+    \b
+    Examples:
+      python cli.py export --run runs/demo --model cnn3d --format onnx
+      python cli.py export --run runs/demo --model cnn2d --format torchscript --out deploy/
+      python cli.py export --run runs/demo --model rf
+    """
+    from workflow.export import export_model
+
+    report = export_model(run_dir, model_name, context.backend, fmt=fmt, out_dir=out_dir, check_clips=check_clips)
+    click.echo(report.text())
 
 
 @main.group()
@@ -507,6 +580,32 @@ def bench_classical_command(context: Context, run_dir: Path, out: Path | None, m
 
     report = bench_classical(run_dir, context.backend, out=out, models=models)
     click.echo(summarize(report, default_out(run_dir, out)))
+
+
+@bench.command("predict")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Run directory with trained models.")
+@click.option("--models", default=None, help="Comma-separated models. Default: every model with a saved file.")
+@click.option("--passes", type=click.IntRange(1), default=2, show_default=True, help="Timed passes per model.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON path. Default: RUN_DIR/bench/predict.json.")
+@pass_context
+def bench_predict_command(context: Context, run_dir: Path, models: str | None, passes: int, out: Path | None) -> None:
+    """Videos/s of `predict` for each model on the run's test videos, end to end.
+
+    \b
+    Examples:
+      python cli.py bench predict --run runs/demo
+      python cli.py --device cpu bench predict --run runs/demo --models rf,cnn3d --passes 3
+    """
+    from workflow.bench.predict import bench_predict, default_out
+
+    names = csv_list(models)
+    unknown = [name for name in names or [] if name not in MODEL_OR_BEST[1:]]
+    if unknown:
+        raise click.BadParameter(f"unknown model(s) {', '.join(unknown)}", param_hint="--models")
+    bench_predict(run_dir, context.backend, models=names, passes=passes, out=out)
+    click.echo(f"-> {default_out(run_dir, out)}")
 
 
 @bench.command("deep", epilog=PROFILES_EPILOG)

@@ -1,7 +1,7 @@
 """Why the models decide as they do: feature-group permutation importance, impurity importances and
 coefficients for the classical models; Grad-CAM and temporal occlusion for the CNNs.
 
-Everything reads the saved models of a run (``RUN_DIR/models/<model>.joblib`` / ``.pt``) and the
+Everything reads the saved models of a run (``RUN_DIR/models/<model>.skops`` / ``.pt``) and the
 test split only. A missing or unloadable model becomes a note in the report, never a crash.
 """
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAM
@@ -26,6 +25,7 @@ from analysis.names import human_name
 from core.backend import Backend
 from core.runfiles import RunPaths
 from models.classical.estimators import ClassicalModel
+from models.classical.persist import load_classical_model, model_file
 from models.deep.build import clip_specs
 from models.deep.config import DeepConfig
 from models.deep.train import load_trained_model
@@ -132,14 +132,14 @@ def classical_section(
     group_importance: dict[str, dict[str, tuple[float, float]]] = {}
     tops: dict[str, list[tuple[str, float]]] = {}
     for name in models:
-        model_path = paths.models_dir / f"{name}.joblib"
+        model_path = model_file(paths.models_dir, name)
         if not model_path.exists():
             section.notes.append(
                 f"{human_name(name)}: no saved model ({model_path.name} missing), so no feature importances."
             )
             continue
         try:
-            model = joblib.load(model_path)
+            model = load_classical_model(model_path)
             group_importance[name] = group_permutation_importance(
                 model.predict, X, y, features.feature_groups, n_classes, seed=seed
             )

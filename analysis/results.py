@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from analysis.names import MODEL_ORDER
+from analysis.stats import point_metrics
 from core.runfiles import RunPaths
 from core.schema import ModelResult, load_result
 from pipelines.data.records import read_videos_csv
@@ -36,3 +39,16 @@ def load_results(run_dir: str | os.PathLike[str]) -> tuple[list[ModelResult], li
     rank = {name: i for i, name in enumerate(MODEL_ORDER)}
     results.sort(key=lambda r: (rank.get(r.model, len(rank)), r.model))
     return results, notes
+
+
+def rank_by_macro_f1(results: list[ModelResult]) -> list[tuple[ModelResult, float]]:
+    """``results`` best first by test macro-F1, as the report ranks them: the point estimate of
+    :func:`analysis.stats.point_metrics` on each result's predictions; ties keep the given order
+    (the canonical model order of :func:`load_results`)."""
+    scored = []
+    for result in results:
+        truth = [p.true_label for p in result.predictions]
+        predicted = [p.pred_label for p in result.predictions]
+        scores = np.array([p.scores for p in result.predictions], dtype=np.float64)
+        scored.append((result, float(point_metrics(truth, predicted, scores)["macro_f1"] or 0.0)))
+    return sorted(scored, key=lambda item: -item[1])

@@ -2,7 +2,8 @@
 
 Every output goes through :func:`atomic_path` (write to a temporary file beside the target,
 then ``os.replace``), so an interrupted run never leaves a half-written file that a rerun
-would mistake for finished work.
+would mistake for finished work. A process killed outright (``kill -9``, power loss) cannot remove
+its temporary file; :func:`remove_stale_temporaries` does, at the start of every stage.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +81,10 @@ class RunPaths:
     def bench_dir(self) -> Path:
         return self.root / "bench"
 
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
     def result_json(self, model: str) -> Path:
         return self.results_dir / f"{model}.json"
 
@@ -105,6 +113,67 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
         return False
 
 
+# Temporary files are named ``.<target name>.<pid>@<host>.<random>.tmp``: the writer's process id
+# and host tell a file left by a dead process from one still being written.
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.tmp$")
+_ANY_TEMPORARY = re.compile(r"^\..+\.tmp$")
+# Every writer fills its temporary file as soon as it creates it, so a file untouched for a while
+# has no writer: removed after DEAD_WRITER_SECONDS when its writer (this host, its pid) is gone,
+# else after STALE_TEMPORARY_SECONDS (another host, a reused pid, a name from before the pid was
+# in it). The grace also covers a pid namespace that hides a live writer.
+DEAD_WRITER_SECONDS = 60.0
+STALE_TEMPORARY_SECONDS = 3600.0
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _is_stale(path: Path, now: float, max_age: float) -> bool:
+    try:
+        age = now - path.stat().st_mtime
+    except OSError:
+        return False
+    if age > max_age:
+        return True
+    named = _TEMPORARY.match(path.name)
+    writer_gone = named is not None and named["host"] == _host_tag() and not _pid_alive(int(named["pid"]))
+    return writer_gone and age > DEAD_WRITER_SECONDS
+
+
+def remove_stale_temporaries(
+    folder: str | os.PathLike[str], *, max_age: float = STALE_TEMPORARY_SECONDS
+) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` under ``folder`` (recursively) that no
+    writer will finish: written on this host by a process that no longer runs and untouched for a
+    minute, or untouched for ``max_age`` seconds. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = Path(parent) / name
+            if _ANY_TEMPORARY.match(name) and path.is_file() and _is_stale(path, now, max_age):
+                try:
+                    path.unlink()
+                except FileNotFoundError:  # its writer finished, or another cleaner was first
+                    continue
+                removed.append(path)
+    return removed
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
@@ -114,7 +183,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    prefix = f".{target.name}.{os.getpid()}@{_host_tag()}."
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -46,6 +46,7 @@ class _Run:
     backend: Backend
     classes: list[str] | None
     progress: bool
+    split_seed: int
     command: str | None = None  # the command line, recorded in the report
     rejected: dict[str, RejectedVideo] = field(default_factory=dict)  # decode failures of this call, by path
     warnings: list[str] = field(default_factory=list)  # repeated in the closing summary
@@ -93,7 +94,7 @@ def _demo_stage(run: _Run) -> tuple[Stage, Path]:
 def _data_stages(run: _Run, source: Path) -> list[Stage]:
     def prepare() -> str:
         return stages.prepare(
-            source, run.run_dir, classes=run.classes, seed=run.profile.split_seed, progress=run.progress
+            source, run.run_dir, classes=run.classes, seed=run.split_seed, progress=run.progress
         ).line()
 
     def features() -> str:
@@ -173,6 +174,7 @@ def run_comparison(
     classes: Sequence[str] | None = None,
     progress: bool = True,
     stop_after: str | None = None,
+    seed: int | None = None,
     command: str | None = None,
 ) -> Path:
     """Run every stage of the comparison into ``run_dir`` and return the report's index.html.
@@ -180,12 +182,14 @@ def run_comparison(
     ``data_root`` None: generate the profile's demo dataset into ``RUN_DIR/demo_data``.
     ``profile``: tiny | cpu | gpu (default gpu on a usable CUDA GPU, else cpu).
     ``stop_after``: a stage key (demo, prepare, features, classical, deep) to stop after.
+    ``seed``: the seed of the train/val/test split (default: the profile's ``split_seed``).
     ``progress`` False: no stage banners or progress, only the closing summary (results, warnings).
     ``command``: the command line, recorded in the report.
     """
     backend = backend or resolve_backend()
     chosen = profile if isinstance(profile, Profile) else get_profile(profile, backend)
-    run = _Run(Path(run_dir), chosen, backend, list(classes) if classes else None, progress, command)
+    split_seed = chosen.split_seed if seed is None else seed
+    run = _Run(Path(run_dir), chosen, backend, list(classes) if classes else None, progress, split_seed, command)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     stages = plan_stages(None if data_root is None else Path(data_root), run, skip_deep=skip_deep)
     if stop_after is not None and stop_after not in {stage.key for stage in stages}:

@@ -2,7 +2,9 @@
 
 Each takes the run folder, the backend and the settings of one :class:`~workflow.profiles.Profile`
 and returns a :class:`StageReport`: the line that says what the stage did and the videos it could
-not decode. ``cli.py`` prints a report; ``workflow.run`` strings reports together.
+not decode. ``cli.py`` prints a report; ``workflow.run`` strings reports together. Each first
+removes the temporary files that killed writers left in the run folder
+(:func:`~core.runfiles.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.report import analyze_run
 from core.backend import Backend
-from core.runfiles import RunPaths, rejected_notice
+from core.runfiles import RunPaths, atomic_write_text, rejected_notice, remove_stale_temporaries
 from models.classical.train import ClassicalConfig, run_classical
 from models.deep.config import DeepConfig
 from models.deep.train import run_deep, summarize
@@ -59,10 +62,12 @@ def prepare(
     seed: int = 0,
     progress: bool = True,
 ) -> StageReport:
+    remove_stale_temporaries(run_dir)
     summary = prepare_run(
         data_root, run_dir, classes=classes, split=split, val=val, test=test, seed=seed, progress=progress
     )
-    lines = ([] if summary.up_to_date else [summary.table()]) + [f"{summary} -> {summary.videos_csv}"]
+    lines = ([] if summary.up_to_date else [summary.table()]) + summary.duplicate_lines()
+    lines.append(f"{summary} -> {summary.videos_csv}")
     return StageReport(Path(run_dir), str(summary), lines=lines)
 
 
@@ -74,6 +79,7 @@ def features(
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
+    remove_stale_temporaries(run_dir)
     rejected: list[RejectedVideo] = []
     found = extract_features(run_dir, backend, progress=progress, force=force, spec=spec, rejected=rejected)
     message = f"{len(found)} videos x {found.X.shape[1]} features ({backend.features.name})"
@@ -91,6 +97,7 @@ def classical(
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
+    remove_stale_temporaries(run_dir)
     results = run_classical(
         run_dir,
         backend,
@@ -128,6 +135,7 @@ def deep(
     resume: bool = False,
     progress: bool = True,
 ) -> StageReport:
+    remove_stale_temporaries(run_dir)
     rejected: list[RejectedVideo] = []
     result = run_deep(
         run_dir,
@@ -147,6 +155,36 @@ def deep(
     return StageReport(Path(run_dir), message, rejected, lines=[summarize(result), *([notice] if notice else [])])
 
 
+STALE_NOTE = "STALE.txt"
+PREVIOUS_INDEX = "index.stale.html"
+
+
+def check_is_run(run_dir: str | os.PathLike[str]) -> None:
+    """FileNotFoundError when ``run_dir`` holds neither run.json (from `prepare`) nor results/."""
+    paths = RunPaths(run_dir)
+    if not (paths.run_json.is_file() or paths.results_dir.is_dir()):
+        raise FileNotFoundError(
+            f"{run_dir} is not a run folder (no run.json, no results/): pass the folder given to `prepare --run` "
+            f"or `run --run`, e.g. runs/demo, not the dataset"
+        )
+
+
+def _set_previous_report_aside(report_dir: Path, run_dir: str | os.PathLike[str]) -> None:
+    """Before a new analysis: the old index.html becomes index.stale.html beside a STALE.txt that
+    says why, so a failed or killed analysis never leaves the old report looking current."""
+    index = report_dir / "index.html"
+    if not index.exists():
+        return
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    atomic_write_text(
+        report_dir / STALE_NOTE,
+        f"`analyze` started at {started} and has not finished (it failed or was interrupted): the files here are "
+        f"from an earlier analysis and may not match the current results ({PREVIOUS_INDEX} is the earlier "
+        f"report). Rerun `python cli.py analyze --run {run_dir}`.\n",
+    )
+    os.replace(index, report_dir / PREVIOUS_INDEX)
+
+
 def analyze(
     run_dir: str | os.PathLike[str],
     backend: Backend,
@@ -156,17 +194,28 @@ def analyze(
     progress: bool = True,
     command: str | None = None,
 ) -> StageReport:
-    """Write the report; ``command`` (the command line) is recorded under its Environment."""
-    index = analyze_run(
-        run_dir,
-        progress=progress,
-        backend=backend,
-        n_resamples=settings.n_resamples,
-        interpret=interpret,
-        gradcam_per_class=settings.gradcam_per_class,
-        occlusion_per_class=settings.occlusion_per_class,
-        embeddings=settings.embeddings,
-        command=command,
-    )
+    check_is_run(run_dir)
+    remove_stale_temporaries(run_dir)
+    report_dir = RunPaths(run_dir).report_dir
+    existed = report_dir.exists()
+    _set_previous_report_aside(report_dir, run_dir)
+    try:
+        index = analyze_run(
+            run_dir,
+            progress=progress,
+            backend=backend,
+            n_resamples=settings.n_resamples,
+            interpret=interpret,
+            gradcam_per_class=settings.gradcam_per_class,
+            occlusion_per_class=settings.occlusion_per_class,
+            embeddings=settings.embeddings,
+            command=command,
+        )
+    except BaseException:
+        if not existed and report_dir.is_dir() and not any(report_dir.iterdir()):
+            report_dir.rmdir()  # nothing was written: leave no empty report/ behind
+        raise
+    for leftover in (report_dir / STALE_NOTE, report_dir / PREVIOUS_INDEX):
+        leftover.unlink(missing_ok=True)
     summary = (index.parent / "summary.txt").read_text().rstrip("\n")
     return StageReport(Path(run_dir), f"report in {index.parent}", lines=[summary, f"report: {index}"])

@@ -4,7 +4,8 @@ For each model: a small grid is searched with group-aware cross-validation on th
 (:func:`tune_model` receives the train split and nothing else), the best parameters are refitted
 on the whole train split, the validation split is scored, and only then is the test split
 predicted, once. Results go to ``RUN_DIR/results/<model>.json`` (THE schema) and the fitted
-estimator to ``RUN_DIR/models/<model>.joblib``; both are written atomically and a finished
+estimator to ``RUN_DIR/models/<model>.skops`` (:mod:`models.classical.persist`: a format that runs no
+code when loaded); both are written atomically and a finished
 model is skipped on rerun unless the features or the configuration changed, or ``force``.
 """
 
@@ -17,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold
@@ -26,7 +26,7 @@ from core.backend import Backend, library_versions
 from core.console import progress_bar
 from core.cost import PeakMemory, file_size_bytes, timed
 from core.metrics import classification_metrics
-from core.runfiles import RunPaths, atomic_path, fingerprint
+from core.runfiles import RunPaths, fingerprint
 from core.schema import Cost, LearningCurvePoint, ModelResult, Prediction, load_result, save_result
 from models.classical.estimators import (
     BASE_PARAMS,
@@ -37,6 +37,7 @@ from models.classical.estimators import (
     fit_cost,
     library_for,
 )
+from models.classical.persist import model_file, save_classical_model
 from pipelines.data.records import read_videos_csv
 from pipelines.data.splits import group_strata
 from pipelines.features.kernel import FeatureSpec
@@ -458,9 +459,7 @@ def _train_one(name: str, library: str, ctx: _RunContext, with_curve: bool) -> M
         cuda=cuda,
         memory_interval_s=config.memory_interval_s,
     )
-    model_path = paths.models_dir / f"{name}.joblib"
-    with atomic_path(model_path) as tmp:
-        joblib.dump(model, tmp)
+    model_path = save_classical_model(model, model_file(paths.models_dir, name))
 
     validation = None
     if len(val):
@@ -541,7 +540,7 @@ def _train_one(name: str, library: str, ctx: _RunContext, with_curve: bool) -> M
 
 
 def _reusable(path: Path, fp: str, paths: RunPaths, name: str) -> ModelResult | None:
-    if not path.exists() or not (paths.models_dir / f"{name}.joblib").exists():
+    if not path.exists() or not model_file(paths.models_dir, name).exists():
         return None
     try:
         result = load_result(path)
@@ -640,7 +639,7 @@ def run_classical(
 ) -> list[ModelResult]:
     """Tune, fit and evaluate the classical models on ``RUN_DIR/features.npz``.
 
-    Writes ``RUN_DIR/results/<model>.json`` and ``RUN_DIR/models/<model>.joblib`` per model.
+    Writes ``RUN_DIR/results/<model>.json`` and ``RUN_DIR/models/<model>.skops`` per model.
     ``feature_spec``: the :class:`pipelines.features.kernel.FeatureSpec` the features were made with
     (default ``FeatureSpec()``), used to time decode + features for the end-to-end cost.
     """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import sys
 from collections.abc import Sequence
 from dataclasses import fields, replace
@@ -28,7 +29,7 @@ from core.distributed import DistContext
 from core.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, to_json
 from core.schema import Cost, ModelResult, Prediction, load_result, save_result
 from models.deep.build import build_model, count_parameters, flops_per_clip, make_loaders, normalization
-from models.deep.checkpoint import load_checkpoint, save_checkpoint
+from models.deep.checkpoint import save_checkpoint
 from models.deep.config import DeepConfig
 from models.deep.curve import CURVE_DIR, learning_curve_points
 from models.deep.evaluate import VideoScores, predict_videos
@@ -321,8 +322,18 @@ def load_trained_model(
     path: str | os.PathLike[str], device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A model saved by :func:`run_deep` (RUN_DIR/models/<model>.pt), in eval mode, and its metadata
-    (architecture, class_names, config, mean, std, input_layout)."""
-    payload = load_checkpoint(Path(path))
+    (architecture, class_names, config, mean, std, input_layout).
+
+    The file holds tensors, strings and numbers only, so it is read with ``weights_only=True``: a
+    file from someone else's run folder cannot run code here (a file that needs more is refused).
+    """
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ValueError(
+            f"{path} is not a model file of `deep` that loads without running code ({type(exc).__name__}); "
+            "retrain it with `python cli.py deep --run RUN --model MODEL --force`"
+        ) from exc
     known = {f.name for f in fields(DeepConfig)}
     config = DeepConfig(**{k: v for k, v in payload["config"].items() if k in known})
     model = build_model(replace(config, weights="none"), len(payload["class_names"]))

@@ -233,7 +233,11 @@ class ClipLoader:
         height, width = record.height, record.width
         codecs = DALI_GPU_CODECS if self.device == "gpu" else DALI_CPU_CODECS
         if record.codec in codecs and height > 0 and width > 0:
-            encoded = np.fromfile(record.path, dtype=np.uint8)
+            try:
+                encoded = np.fromfile(record.path, dtype=np.uint8)
+            except OSError as exc:  # gone or unreadable since `prepare`: rejected like an undecodable file
+                raise DecodeError(f"{record.path}: cannot read it ({exc.strerror or exc}); if it was moved or "
+                                  f"deleted, rerun `python cli.py prepare` to index the folder again") from exc
             return {
                 clip: _ClipInput(
                     encoded=encoded,

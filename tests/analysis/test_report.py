@@ -7,7 +7,6 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
@@ -19,6 +18,7 @@ from core.metrics import classification_metrics
 from core.runfiles import RunPaths, append_rejected
 from core.schema import Cost, FoldMetrics, LearningCurvePoint, ModelResult, Prediction, load_result, save_result
 from models.classical.estimators import ClassicalModel
+from models.classical.persist import model_file, save_classical_model
 from pipelines.data.records import VideoRecord, read_videos_csv, write_videos_csv
 from pipelines.features.store import FeatureSet, save_features
 
@@ -175,7 +175,7 @@ def make_synthetic_run(run_dir: Path, n_test: int = 30, with_models: bool = True
         for name in ("logreg", "rf"):
             model = ClassicalModel(name, "sklearn", {"n_estimators": 10} if name == "rf" else None, n_jobs=1)
             paths.models_dir.mkdir(parents=True, exist_ok=True)
-            joblib.dump(model.fit(X[train], labels_a[train]), paths.models_dir / f"{name}.joblib")
+            save_classical_model(model.fit(X[train], labels_a[train]), model_file(paths.models_dir, name))
     append_rejected(run_dir, "/data/broken.avi", "moov atom not found", "prepare")
     return run_dir
 

@@ -105,7 +105,11 @@ def test_analyze_command_writes_the_report(tmp_path: Path):
 
 def test_analyze_without_results_is_a_clear_error(tmp_path: Path):
     result = CliRunner().invoke(main, ["--device", "cpu", "analyze", "--run", str(tmp_path)])
+    assert result.exit_code == 1 and "is not a run folder (no run.json, no results/)" in result.output
+    (tmp_path / "results").mkdir()
+    result = CliRunner().invoke(main, ["--device", "cpu", "analyze", "--run", str(tmp_path)])
     assert result.exit_code == 1 and "no valid result" in result.output
+    assert not (tmp_path / "report").exists()
 
 
 def test_run_reports_videos_that_fail_to_decode(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -140,7 +144,7 @@ def test_missing_weights_are_repeated_in_the_closing_summary(tmp_path: Path, cap
     from core.backend import resolve_backend
     from workflow.run import _Run, closing_summary, weights_or_scratch
 
-    run = _Run(tmp_path, PROFILES["tiny"], resolve_backend("cpu"), None, progress=True)
+    run = _Run(tmp_path, PROFILES["tiny"], resolve_backend("cpu"), None, progress=True, split_seed=0)
     wanted = replace(PROFILES["tiny"].deep_config("cnn3d"), weights=str(tmp_path / "r3d_18.pth"))  # not there
     used = weights_or_scratch(wanted, run.warn)
     assert used.weights == "none"
@@ -171,3 +175,38 @@ def test_version_and_doctor_weights():
     assert doctor.exit_code == 0, doctor.output
     assert "Stages:" in doctor.output and "Pretrained weights" in doctor.output
     assert "IMAGENET1K_V1" in doctor.output and "KINETICS400_V1" in doctor.output
+
+
+def test_run_seed_chooses_the_split(tmp_path: Path):
+    """`run --seed` is `prepare --seed`; without it the profile's split_seed (0) is used."""
+    import json
+
+    from core.backend import resolve_backend
+    from pipelines.data.records import read_videos_csv
+    from tests.pipelines.data.test_prepare_odd_inputs import ucf_tree
+    from workflow.run import run_comparison
+
+    root = ucf_tree(tmp_path / "data", groups=6)
+    backend = resolve_backend("cpu")
+    splits = {}
+    for seed in (None, 0, 2):
+        run_dir = tmp_path / f"run-{seed}"
+        run_comparison(root, run_dir, profile="tiny", backend=backend, stop_after="prepare", seed=seed, progress=False)
+        assert json.loads((run_dir / "run.json").read_text())["seed"] == (seed or 0)
+        splits[seed] = [r.split for r in read_videos_csv(run_dir / "videos.csv")]
+    assert splits[None] == splits[0] != splits[2]
+
+
+@pytest.mark.slow
+def test_cli_run_takes_a_seed(tmp_path: Path):
+    import json
+
+    from tests.pipelines.data.test_prepare_odd_inputs import ucf_tree
+
+    root = ucf_tree(tmp_path / "data", groups=6)
+    run_dir = tmp_path / "run"
+    args = ["run", str(root), "--run", str(run_dir), "--profile", "tiny", "--skip-deep", "--seed", "2"]
+    result = CliRunner().invoke(main, ["--device", "cpu", *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "run.json").read_text())["seed"] == 2
+    assert (run_dir / "report" / "index.html").is_file()

@@ -13,6 +13,7 @@ from core.backend import resolve_backend
 from core.runfiles import RunPaths, read_json
 from core.schema import load_result, validate_result
 from models.classical.estimators import MODEL_NAMES, ClassicalModel
+from models.classical.persist import load_classical_model
 from models.classical.train import (
     ClassicalConfig,
     fit_learning_curve,
@@ -102,13 +103,12 @@ def test_scores_sum_to_one_and_roc_auc_matches_scikit_learn(trained_run) -> None
 
 
 def test_saved_model_reproduces_the_saved_scores(trained_run) -> None:  # type: ignore[no-untyped-def]
-    import joblib
-
     run_dir, _ = trained_run
     features = load_features(RunPaths(run_dir).features_npz)
     test = split_features(features)["test"]
     result = load_result(RunPaths(run_dir).result_json("logreg"))
-    model = joblib.load(run_dir / result.artifacts["model"])
+    assert result.artifacts["model"] == "models/logreg.skops"
+    model = load_classical_model(run_dir / result.artifacts["model"])
     np.testing.assert_allclose(model.predict_proba(test.X), [row.scores for row in result.predictions], atol=1e-9)
 
 
