@@ -8,7 +8,9 @@ commands so that ``--help`` answers without loading PyTorch or DALI.
 from __future__ import annotations
 
 import errno
+import shlex
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,21 @@ CLASSICAL_MODELS = ("svm", "rf", "knn", "logreg", "gb")
 INTERRUPTED = "interrupted: finished work is kept; rerun the same command to continue."
 
 
-class Context:
-    """What every command may need: the requested device. The backend is resolved lazily, once."""
+def _version() -> str:
+    try:
+        return version("actionbench")
+    except PackageNotFoundError:
+        return "unknown (not installed; run make install)"
 
-    def __init__(self, device: str) -> None:
+
+class Context:
+    """What every command may need: the requested device, whether to show progress, and the command
+    line (recorded in reports). The backend is resolved lazily, once."""
+
+    def __init__(self, device: str, progress: bool = True, command: str | None = None) -> None:
         self.device = device
+        self.progress = progress
+        self.command = command
         self._backend: Backend | None = None
 
     @property
@@ -111,8 +123,10 @@ run_option = click.option(
     show_envvar=True,
     help="Where to run: auto (GPU where usable), cpu, or gpu (fail if none). Default: auto.",
 )
+@click.option("--quiet", "-q", is_flag=True, help="No progress: print only results, warnings and errors.")
+@click.version_option(_version(), "--version", prog_name="actionbench", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx: click.Context, device: str | None) -> None:
+def main(ctx: click.Context, device: str | None, quiet: bool) -> None:
     """Compare classical and deep video action classifiers on identical, leak-free splits.
 
     \b
@@ -120,14 +134,15 @@ def main(ctx: click.Context, device: str | None) -> None:
       python cli.py run                 # demo dataset, every model, HTML report
       python cli.py doctor              # what runs where, and why
     """
-    ctx.obj = Context(device or "auto")
+    ctx.obj = Context(device or "auto", progress=not quiet, command=shlex.join(["python", *sys.argv]))
 
 
 @main.command()
 @pass_context
 def doctor(context: Context) -> None:
-    """Print library versions, GPU usability, the backend of every stage and which codecs and frame
-    sizes decode on the GPU (each probed with a tiny clip where NVDEC is usable).
+    """Print library versions, GPU usability, the backend of every stage, which codecs and frame sizes
+    decode on the GPU (each probed with a tiny clip where NVDEC is usable) and whether the CNNs' default
+    pretrained weights are in the torch hub cache.
 
     \b
     Examples:
@@ -135,10 +150,13 @@ def doctor(context: Context) -> None:
       python cli.py --device cpu doctor
     """
     from core.backend import doctor_report, probe_nvdec_codecs
+    from workflow.doctor import weights_report
 
     backend = context.backend
     nvdec = probe_nvdec_codecs(backend.cuda_device or 0) if backend.decode.name == "dali-gpu" else None
     click.echo(doctor_report(backend, nvdec))
+    click.echo("")
+    click.echo(weights_report())
 
 
 def _parse_size(value: str) -> tuple[int, int]:
@@ -184,7 +202,8 @@ def _parse_split(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Clip length, SECONDS or MIN-MAX seconds.")
 @click.option("--difficulty", type=click.Choice(["easy", "normal", "hard"]), default="normal", show_default=True,
               help="How strongly shake, noise, occluders and ambiguous clips disturb the actions.")
-def demo_data(out: Path, classes: str, **options: Any) -> None:
+@pass_context
+def demo_data(context: Context, out: Path, classes: str, **options: Any) -> None:
     """Render the demo dataset into OUT in UCF101 layout (OUT/Class/v_Class_gGG_cCC.webm).
 
     Each group shares an actor and a scene; clips vary position, scale, speed, mirror, shake,
@@ -202,7 +221,7 @@ def demo_data(out: Path, classes: str, **options: Any) -> None:
         config = DemoConfig(classes=tuple(csv_list(classes) or ()), **options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    paths = generate_demo_dataset(out, config)
+    paths = generate_demo_dataset(out, config, progress=context.progress)
     click.echo(f"{len(paths)} clips ({len(config.classes)} classes x {config.groups} groups x "
                f"{config.clips_per_group}) in {out}")
 
@@ -219,8 +238,9 @@ def demo_data(out: Path, classes: str, **options: Any) -> None:
 @click.option("--test", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Test fraction of each class's groups (--split group only; default 0.2).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split.")
-def prepare(data_root: Path, run_dir: Path, classes: str | None, split: str, val: float, test: float | None,
-            seed: int) -> None:
+@pass_context
+def prepare(context: Context, data_root: Path, run_dir: Path, classes: str | None, split: str, val: float,
+            test: float | None, seed: int) -> None:
     """Index DATA_ROOT (ROOT/ClassName/*.avi|mp4|webm|mkv), check every video, split by group.
 
     Whole UCF101 groups (v_Class_gGG_cCC) go to one split; every class is in every split.
@@ -242,7 +262,8 @@ def prepare(data_root: Path, run_dir: Path, classes: str | None, split: str, val
     if val + test >= 1 and split == "group":
         raise click.BadParameter(f"--val {val} + --test {test} leave no training data; keep their sum below 1",
                                  param_hint="--val/--test")
-    report = stages.prepare(data_root, run_dir, classes=csv_list(classes), split=split, val=val, test=test, seed=seed)
+    report = stages.prepare(data_root, run_dir, classes=csv_list(classes), split=split, val=val, test=test, seed=seed,
+                            progress=context.progress)
     click.echo(report.text())
 
 
@@ -269,7 +290,8 @@ def features_command(context: Context, run_dir: Path, profile: str | None, force
 
     from workflow import stages
 
-    report = stages.features(run_dir, context.backend, _profile(context, profile).features, force=force)
+    spec = _profile(context, profile).features
+    report = stages.features(run_dir, context.backend, spec, force=force, progress=context.progress)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(report.text())
 
@@ -296,7 +318,7 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 
     config = _profile(context, profile).classical
     report = stages.classical(run_dir, context.backend, config, models=models, learning_curve=learning_curve,
-                              force=force)  # fmt: skip
+                              force=force, progress=context.progress)  # fmt: skip
     click.echo(report.text())
 
 
@@ -355,7 +377,8 @@ def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, 
 
     use_cache = None if cache is None else cache == "on"
     config = _profile(context, profile).deep_config(model_name, cache=use_cache, **overrides)
-    report = stages.deep(run_dir, context.backend, config, learning_curve=learning_curve, force=force, resume=resume)
+    report = stages.deep(run_dir, context.backend, config, learning_curve=learning_curve, force=force, resume=resume,
+                         progress=context.progress)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(report.text())
 
@@ -386,7 +409,9 @@ def analyze(context: Context, run_dir: Path, profile: str | None, resamples: int
     settings = _profile(context, profile).analysis
     if resamples is not None:
         settings = replace(settings, n_resamples=resamples)
-    click.echo(stages.analyze(run_dir, context.backend, settings, interpret=not no_interpret).text())
+    report = stages.analyze(run_dir, context.backend, settings, interpret=not no_interpret, progress=context.progress,
+                            command=context.command)
+    click.echo(report.text())
 
 
 @main.command("run", epilog=PROFILES_EPILOG)
@@ -413,11 +438,13 @@ def run_command(context: Context, data_root: Path | None, run_dir: Path | None, 
       python cli.py run data/UCF101 --run runs/ucf --classes PullUps,Punch,PushUps
       python cli.py run data/mine --run runs/mine-seed1 --seed 1   # another split of the same videos
       python cli.py --device cpu run --skip-deep
+      python cli.py --quiet run > run.log      # no progress: the summary, warnings and errors only
     """
     from workflow.run import default_run_dir, run_comparison
 
     run_comparison(data_root, run_dir or default_run_dir(data_root), profile=profile, backend=context.backend,
-                   skip_deep=skip_deep, classes=csv_list(classes), seed=seed)  # fmt: skip
+                   skip_deep=skip_deep, classes=csv_list(classes), seed=seed, progress=context.progress,
+                   command=context.command)  # fmt: skip
 
 
 MODEL_OR_BEST = ("best", *CLASSICAL_MODELS, *DEEP_MODELS)

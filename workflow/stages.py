@@ -206,6 +206,7 @@ def analyze(
     *,
     interpret: bool = True,
     progress: bool = True,
+    command: str | None = None,
 ) -> StageReport:
     check_is_run(run_dir)
     remove_stale_temporaries(run_dir)
@@ -222,6 +223,7 @@ def analyze(
             gradcam_per_class=settings.gradcam_per_class,
             occlusion_per_class=settings.occlusion_per_class,
             embeddings=settings.embeddings,
+            command=command,
         )
     except BaseException:
         if not existed and report_dir.is_dir() and not any(report_dir.iterdir()):

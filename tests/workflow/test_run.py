@@ -79,7 +79,8 @@ def test_tiny_run_end_to_end_resumes_after_being_killed(tmp_path: Path):
     page = index.read_text()
     for model in MODELS:
         assert (run_dir / "results" / f"{model}.json").is_file()
-        assert f"<b>{model}</b>" in page
+        assert (run_dir / "report" / "statistics.json").is_file()
+    assert "R3D-18 (3D CNN)" in page and "Gradient Boosting (XGBoost)" in page
     for stage in ("demo dataset", "prepare", "features", "classical", "cnn2d", "cnn3d", "analyze"):
         assert stage in result.output
     assert "macro-F1" in result.output  # the one-screen summary table
@@ -99,7 +100,7 @@ def test_analyze_command_writes_the_report(tmp_path: Path):
         main, ["--device", "cpu", "analyze", "--run", str(run_dir), "--resamples", "100", "--no-interpret"]
     )
     assert result.exit_code == 0, result.output
-    assert f"report: {run_dir / 'report' / 'index.html'}" in result.output and "cnn3d" in result.output
+    assert f"report: {run_dir / 'report' / 'index.html'}" in result.output and "R3D-18 (3D CNN)" in result.output
 
 
 def test_analyze_without_results_is_a_clear_error(tmp_path: Path):
@@ -135,6 +136,45 @@ def test_run_reports_videos_that_fail_to_decode(tmp_path: Path, capsys: pytest.C
     assert f"{len(records) - 1} videos x" in output and ", 1 video(s) rejected" in output
     assert f"1 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in output
     assert [row["path"] for row in read_rejected(run_dir) if row["stage"] == "features"] == [str(broken)]
+
+
+def test_missing_weights_are_repeated_in_the_closing_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from dataclasses import replace
+
+    from core.backend import resolve_backend
+    from workflow.run import _Run, closing_summary, weights_or_scratch
+
+    run = _Run(tmp_path, PROFILES["tiny"], resolve_backend("cpu"), None, progress=True, split_seed=0)
+    wanted = replace(PROFILES["tiny"].deep_config("cnn3d"), weights=str(tmp_path / "r3d_18.pth"))  # not there
+    used = weights_or_scratch(wanted, run.warn)
+    assert used.weights == "none"
+    said_at_once = capsys.readouterr().out
+    assert "WARNING R3D-18 (3D CNN)" in said_at_once and "r3d_18.pth" in said_at_once
+    closing = closing_summary(run, None, 1.0)
+    assert closing.startswith("WARNING R3D-18 (3D CNN)") and "trained from scratch (weights none)" in closing
+
+
+@pytest.mark.slow
+def test_quiet_run_prints_only_the_closing_summary(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["--quiet", "--device", "cpu", "run", "--run", str(run_dir), "--profile", "tiny", "--skip-deep"]
+    )
+    assert result.exit_code == 0, result.output
+    output = result.output
+    assert "\r" not in output and "===" not in output and "[analyze" not in output and "epoch" not in output
+    assert output.startswith("Done in ") and f"Report: {run_dir / 'report' / 'index.html'}" in output
+    assert "Gradient Boosting (XGBoost)" in output and "accuracy [95% CI]" in output
+    assert len(output.splitlines()) <= 24  # one screen
+
+
+def test_version_and_doctor_weights():
+    version = CliRunner().invoke(main, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("actionbench ")
+    doctor = CliRunner().invoke(main, ["--device", "cpu", "doctor"])
+    assert doctor.exit_code == 0, doctor.output
+    assert "Stages:" in doctor.output and "Pretrained weights" in doctor.output
+    assert "IMAGENET1K_V1" in doctor.output and "KINETICS400_V1" in doctor.output
 
 
 def test_run_seed_chooses_the_split(tmp_path: Path):
