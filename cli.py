@@ -284,9 +284,9 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
     """
     from workflow import stages
 
-    config = _profile(context, profile).classical
-    report = stages.classical(run_dir, context.backend, config, models=models, learning_curve=learning_curve,
-                              force=force)  # fmt: skip
+    settings = _profile(context, profile)
+    report = stages.classical(run_dir, context.backend, settings.classical, settings.features, models=models,
+                              learning_curve=learning_curve, force=force)  # fmt: skip
     click.echo(report.text())
 
 
@@ -320,7 +320,8 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--seed", type=int, default=None)
 @click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")
 @click.option("--learning-curve", is_flag=True, help="Also RETRAIN on fractions of the training groups.")
-@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoints/MODEL/last.pt.")
+@click.option("--resume", is_flag=True,
+              help="Continue from RUN_DIR/checkpoints/MODEL/last.pt (also one written by `run` with the same profile).")
 @click.option("--force", is_flag=True, help="Retrain even if RUN_DIR/results/MODEL.json exists.")
 @pass_context
 def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, cache: str | None,
@@ -344,7 +345,8 @@ def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, 
 
     use_cache = None if cache is None else cache == "on"
     config = _profile(context, profile).deep_config(model_name, cache=use_cache, **overrides)
-    report = stages.deep(run_dir, context.backend, config, learning_curve=learning_curve, force=force, resume=resume)
+    report = stages.deep(run_dir, context.backend, config, learning_curve=learning_curve, force=force,
+                         resume="yes" if resume else "no")  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(report.text())
 

@@ -23,7 +23,6 @@ import numpy as np
 
 from analysis import plots
 from analysis.interpret import Section, classical_section, deep_section
-from analysis.names import DEEP_MODELS
 from analysis.plots import ReportFigure, human_bytes, human_seconds
 from analysis.results import load_results
 from analysis.stats import METRIC_LABELS, METRIC_NAMES, Interval, PairwiseTest, bootstrap_intervals, pairwise_mcnemar
@@ -31,7 +30,7 @@ from core.backend import Backend, resolve_backend
 from core.runfiles import RunPaths, atomic_write_text, read_rejected
 from core.schema import ModelResult
 from pipelines.data.records import read_videos_csv
-from pipelines.features.store import load_features
+from pipelines.features.store import current_features
 
 EMBEDDING_METHODS = {"tsne": "t-SNE", "umap": "UMAP"}
 ALPHA = 0.05
@@ -299,24 +298,40 @@ def _mcnemar_figure(models: Sequence[str], tests: Sequence[PairwiseTest], path: 
 
 
 def _embedding_figures(
-    run_dir: Path, out: Path, class_names: Sequence[str], seed: int, notes: list[str], methods: Sequence[str]
+    run_dir: Path,
+    out: Path,
+    class_names: Sequence[str],
+    seed: int,
+    notes: list[str],
+    methods: Sequence[str],
+    deep_results: Sequence[ModelResult],
 ) -> list[ReportFigure]:
-
+    """t-SNE/UMAP figures of the handcrafted features (when made from the current index) and of the
+    embeddings of the CNNs in ``deep_results`` (when they hold the videos those results scored)."""
     paths = RunPaths(run_dir)
     sources: list[tuple[str, str, np.ndarray, np.ndarray]] = []
-    if paths.features_npz.exists():
-        features = load_features(paths.features_npz)
+    features, problem = current_features(run_dir)
+    if features is not None:
         mask = features.mask("test")
         sources.append(("features", "handcrafted features", features.X[mask], features.labels[mask]))
     else:
-        notes.append("features.npz is missing: no t-SNE/UMAP of the handcrafted features.")
-    for model in DEEP_MODELS:
+        notes.append(f"{problem}: no t-SNE/UMAP of the handcrafted features.")
+    for result in deep_results:
+        model = result.model
         path = paths.embeddings_dir / f"{model}.npz"
         if not path.exists():
             notes.append(f"embeddings/{model}.npz is missing: no t-SNE/UMAP of the {model} embeddings.")
             continue
-        with np.load(path, allow_pickle=False) as data:
-            sources.append((model, f"{model} embeddings", data["embeddings"], data["labels"]))
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ids, X, y = data["video_ids"], data["embeddings"], data["labels"]
+        except Exception as exc:  # any damage to the file: the report goes on without the figure
+            notes.append(f"embeddings/{model}.npz cannot be read ({type(exc).__name__}): no t-SNE/UMAP of it.")
+            continue
+        if sorted(map(str, ids)) != sorted(p.video_id for p in result.predictions):
+            notes.append(f"embeddings/{model}.npz holds other videos than results/{model}.json: not shown.")
+            continue
+        sources.append((model, f"{model} embeddings", X, y))
     figures = []
     for key, label, X, y in sources:
         for method, method_name in [(m, EMBEDDING_METHODS[m]) for m in methods]:
@@ -657,7 +672,9 @@ def analyze_run(
     # Representations ----------------------------------------------------------
     log("t-SNE and UMAP")
     embed_notes: list[str] = []
-    embed_figures = _embedding_figures(run_dir, out, class_names, seed, embed_notes, embeddings)
+    embed_figures = _embedding_figures(
+        run_dir, out, class_names, seed, embed_notes, embeddings, [r for r in results if r.family == "deep"]
+    )
     skipped = [EMBEDDING_METHODS[m] for m in EMBEDDING_METHODS if m not in embeddings]
     if skipped:
         embed_notes.append(f"{' and '.join(skipped)} skipped in this run (analyze option `embeddings`).")
@@ -707,7 +724,8 @@ def analyze_run(
     )
     index = out / "index.html"
     atomic_write_text(index, page)
-    atomic_write_text(out / "summary.txt", summary_table(rows) + "\n")
+    # The one-screen summary `analyze` and `run` print ends with the results left out, and why.
+    atomic_write_text(out / "summary.txt", "\n".join([summary_table(rows), *load_notes]) + "\n")
     log(f"done: {index}")
     return index
 

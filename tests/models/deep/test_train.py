@@ -62,16 +62,16 @@ def test_a_re_prepared_index_retrains_instead_of_reusing_a_stale_result(tmp_path
     run_dir = make_run(tmp_path)
     config = tiny_config("cnn2d", epochs=1, size=16, batch_size=6)
     first = run_deep(run_dir, backend, config, progress=False)
-    assert has_current_result(run_dir, "cnn2d")
+    assert has_current_result(run_dir, config)
     # Another split of the same videos (as a re-run of `prepare` would write): one val video moves to train.
     records = read_videos_csv(run_dir / "videos.csv")
     moved = next(i for i, r in enumerate(records) if r.split == "val")
     records[moved] = replace(records[moved], split="train")
     write_videos_csv(run_dir / "videos.csv", records)
-    assert not has_current_result(run_dir, "cnn2d")
-    second = run_deep(run_dir, backend, config, progress=False, resume=True)
-    assert second.config["data_fingerprint"] != first.config["data_fingerprint"]
-    assert second.config["data_fingerprint"] == index_fingerprint(records)
+    assert not has_current_result(run_dir, config)
+    second = run_deep(run_dir, backend, config, progress=False, resume="yes")
+    assert second.index_fingerprint != first.index_fingerprint
+    assert second.index_fingerprint == index_fingerprint(records)
     assert read_json(run_dir / "checkpoints" / "cnn2d" / "data.json")["data_fingerprint"] == index_fingerprint(records)
     assert load_result(run_dir / "results" / "cnn2d.json") == second
 

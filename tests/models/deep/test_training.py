@@ -76,7 +76,7 @@ def test_checkpoint_round_trips_and_resume_matches_an_uninterrupted_run(run_dir,
     names = class_names(records)
     device = torch.device("cpu")
 
-    def train(checkpoint_dir, resume=False, on_epoch_end=None):
+    def train(checkpoint_dir, resume="no", on_epoch_end=None):
         torch.manual_seed(0)
         model = fresh_model(config)
         outcome = train_model(
@@ -108,7 +108,7 @@ def test_checkpoint_round_trips_and_resume_matches_an_uninterrupted_run(run_dir,
 
     epochs_seen = []
     resumed, resumed_outcome = train(
-        tmp_path / "interrupted", resume=True, on_epoch_end=lambda e, s: epochs_seen.append(e)
+        tmp_path / "interrupted", resume="yes", on_epoch_end=lambda e, s: epochs_seen.append(e)
     )
     assert epochs_seen == [1]  # continued with the second epoch, did not redo the first
     assert len(resumed_outcome.state.history) == 2

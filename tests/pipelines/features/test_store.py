@@ -93,7 +93,7 @@ def test_old_file_without_the_spec_names_the_file_and_the_fix(tmp_path):
         np.savez(handle, **old)
     with pytest.raises(ValueError, match="older version") as error:
         load_features(npz)
-    assert str(npz) in str(error.value) and f"cli.py features --run {run_dir} --force" in str(error.value)
+    assert str(npz) in str(error.value) and f"cli.py features --run {run_dir}`" in str(error.value)
     # A plain rerun replaces the old file (no --force needed) and stores the spec.
     again = extract_features(run_dir, backend, progress=False, spec=SPEC)
     assert again.spec == SPEC and load_features(npz).spec == SPEC
