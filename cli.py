@@ -8,6 +8,7 @@ commands so that ``--help`` answers without loading PyTorch or DALI.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,10 @@ pass_context = click.make_pass_decorator(Context)
 def one_line(exc: BaseException) -> str:
     """A known error as the one line the user reads: its message, naming the file where there is one."""
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and exc.filename:
-        return f"cannot write {exc.filename}: {exc.strerror}; choose a writable --run folder or fix its permissions"
+        path = str(exc.filename)
+        if exc.errno != errno.EROFS and os.path.exists(path) and not os.access(path, os.R_OK):
+            return f"cannot read {path}: {exc.strerror}; fix its permissions"
+        return f"cannot write {path}: {exc.strerror}; choose a writable --run folder or fix its permissions"
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(exc):
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc) or type(exc).__name__
@@ -393,7 +397,8 @@ def run_command(context: Context, data_root: Path | None, run_dir: Path | None, 
     """The whole comparison: (demo data), prepare, features, classical, deep, report.
 
     Without DATA_ROOT the demo dataset is generated into RUN_DIR/demo_data. Every stage resumes:
-    rerun the same command after an interruption and finished work is kept.
+    rerun the same command after an interruption and finished work is kept (an interrupted CNN
+    continues from its last finished epoch).
 
     \b
     Examples:

@@ -1,8 +1,8 @@
 """The CLI's one error mapper (cli._Main.invoke), run as a user runs it: a separate process.
 
 A read-only run folder ends prepare, classical and analyze with one line naming the file and the
-fix (exit 1, no traceback); Ctrl-C ends deep and classical with the same message and exit status
-130 as run.
+fix (exit 1, no traceback), an unreadable file with one that says so; Ctrl-C ends deep and
+classical with the same message and exit status 130 as run.
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ def test_a_read_only_run_folder_is_a_one_line_error_in_prepare_classical_and_ana
     assert error.startswith(f"Error: cannot write {read_only_copy / 'models'}") and error.endswith(fix)
     error = _one_line_error(_cli("analyze", "--run", str(read_only_copy), "--profile", "tiny", "--no-interpret"))
     assert error == f"Error: cannot write {read_only_copy / 'report'}: {fix}"
+    # A file that cannot be read is not called unwritable.
+    os.chmod(read_only_copy / "videos.csv", 0)
+    error = _one_line_error(_cli("features", "--run", str(read_only_copy), "--profile", "tiny"))
+    assert error == f"Error: cannot read {read_only_copy / 'videos.csv'}: Permission denied; fix its permissions"
 
 
 def _interrupt_when(marker: Path, args: list[str]) -> subprocess.CompletedProcess[str]:

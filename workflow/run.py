@@ -2,7 +2,8 @@
 
 Every stage resumes: its function skips work whose outputs are up to date (demo clips present,
 videos.csv unchanged, features.npz fingerprint, result files), so a killed run continues where it
-stopped. The settings of every stage come from one :class:`~workflow.profiles.Profile`.
+stopped; a CNN killed mid-training continues from its last finished epoch (``resume="auto"``).
+The settings of every stage come from one :class:`~workflow.profiles.Profile`.
 """
 
 from __future__ import annotations
