@@ -58,7 +58,7 @@ def stored_result(path: Path, config: DeepConfig, data_id: str, *, quiet: bool =
         return None
     if _made_from(result) != data_id:
         if not quiet:
-            notice(f"{path} was made from another index (videos.csv or a video changed since): retraining")
+            notice(f"{path} was made from another index (videos.csv or a video changed): retraining {config.model}")
         return None
     changed = config.changes_from(result.config)
     if changed:

@@ -135,13 +135,7 @@ def train_model(
     best_path = checkpoint_dir / "best.pt" if checkpoint_dir else None
     point = load_resume_point(last_path, best_path) if resume != "no" and last_path and best_path else None
     if point is not None and check_resumable(point, config, last_path, resume):
-        checkpoint = point.last
-        dist_utils.unwrap(model).load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        state = TrainState(**checkpoint["train_state"])
-        set_rng_states(checkpoint["rng"], device)
+        state = _restore(point.last, model, optimizer, scheduler, scaler, device)
         best_state = point.best_model if point.best_model is not None else best_state
         if progress and context.is_main:
             print(f"{desc or config.model}: resuming from {last_path} after epoch {state.epoch + 1}", flush=True)
@@ -188,18 +182,7 @@ def train_model(
             if checkpoint_dir is not None and context.is_main:
                 if improved:
                     save_checkpoint(best_path, {"model": best_state, "epoch": epoch, "val_macro_f1": macro_f1})
-                save_checkpoint(
-                    last_path,
-                    {
-                        "model": cpu_state(model),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "train_state": asdict(state),
-                        "rng": rng_states(device),
-                        "config": config.to_dict(),
-                    },
-                )
+                save_checkpoint(last_path, _last_payload(model, optimizer, scheduler, scaler, state, device, config))
             dist_utils.barrier(context)
             if progress and context.is_main:
                 print(
@@ -222,6 +205,44 @@ def train_model(
         peak_memory_bytes=memory.peak_bytes,
         memory_kind=memory.kind,
     )
+
+
+def _last_payload(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    state: TrainState,
+    device: torch.device,
+    config: DeepConfig,
+) -> dict[str, Any]:
+    """What last.pt holds (models.deep.checkpoint.CHECKPOINT_PARTS): tensors and plain values only."""
+    return {
+        "model": cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "train_state": asdict(state),
+        "rng": rng_states(device),
+        "config": config.to_dict(),
+    }
+
+
+def _restore(
+    checkpoint: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> TrainState:
+    """Load a last.pt payload into the training objects and the RNGs; its TrainState."""
+    dist_utils.unwrap(model).load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_states(checkpoint["rng"], device)
+    return TrainState(**checkpoint["train_state"])
 
 
 def _train_one_epoch(
