@@ -8,6 +8,7 @@ commands so that ``--help`` answers without loading PyTorch or DALI.
 from __future__ import annotations
 
 import errno
+import os
 import shlex
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -59,7 +60,10 @@ pass_context = click.make_pass_decorator(Context)
 def one_line(exc: BaseException) -> str:
     """A known error as the one line the user reads: its message, naming the file where there is one."""
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and exc.filename:
-        return f"cannot write {exc.filename}: {exc.strerror}; choose a writable --run folder or fix its permissions"
+        path = str(exc.filename)
+        if exc.errno != errno.EROFS and os.path.exists(path) and not os.access(path, os.R_OK):
+            return f"cannot read {path}: {exc.strerror}; fix its permissions"
+        return f"cannot write {path}: {exc.strerror}; choose a writable --run folder or fix its permissions"
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(exc):
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc) or type(exc).__name__
@@ -316,9 +320,9 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
     """
     from workflow import stages
 
-    config = _profile(context, profile).classical
-    report = stages.classical(run_dir, context.backend, config, models=models, learning_curve=learning_curve,
-                              force=force, progress=context.progress)  # fmt: skip
+    settings = _profile(context, profile)
+    report = stages.classical(run_dir, context.backend, settings.classical, settings.features, models=models,
+                              learning_curve=learning_curve, force=force, progress=context.progress)  # fmt: skip
     click.echo(report.text())
 
 
@@ -353,7 +357,8 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--seed", type=int, default=None)
 @click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")
 @click.option("--learning-curve", is_flag=True, help="Also RETRAIN on fractions of the training groups.")
-@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoints/MODEL/last.pt.")
+@click.option("--resume", is_flag=True,
+              help="Continue from RUN_DIR/checkpoints/MODEL/last.pt (also one written by `run` with the same profile).")
 @click.option("--force", is_flag=True, help="Retrain even if RUN_DIR/results/MODEL.json exists.")
 @pass_context
 def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, cache: str | None,
@@ -377,8 +382,8 @@ def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, 
 
     use_cache = None if cache is None else cache == "on"
     config = _profile(context, profile).deep_config(model_name, cache=use_cache, **overrides)
-    report = stages.deep(run_dir, context.backend, config, learning_curve=learning_curve, force=force, resume=resume,
-                         progress=context.progress)
+    report = stages.deep(run_dir, context.backend, config, learning_curve=learning_curve, force=force,
+                         resume="yes" if resume else "no", progress=context.progress)  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(report.text())
 
@@ -429,7 +434,8 @@ def run_command(context: Context, data_root: Path | None, run_dir: Path | None, 
     """The whole comparison: (demo data), prepare, features, classical, deep, report.
 
     Without DATA_ROOT the demo dataset is generated into RUN_DIR/demo_data. Every stage resumes:
-    rerun the same command after an interruption and finished work is kept.
+    rerun the same command after an interruption and finished work is kept (an interrupted CNN
+    continues from its last finished epoch).
 
     \b
     Examples:

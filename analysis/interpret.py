@@ -30,7 +30,7 @@ from models.deep.build import clip_specs
 from models.deep.config import DeepConfig
 from models.deep.train import load_trained_model
 from pipelines.data.records import VideoRecord, read_videos_csv, records_in_split
-from pipelines.features.store import load_features
+from pipelines.features.store import current_features
 from pipelines.video.loader import make_clip_loader
 
 FEATURE_GROUPS = ("motion", "appearance", "colour", "temporal")
@@ -122,10 +122,10 @@ def classical_section(
     """Permutation importance by feature group for every classical model, top features for rf/gb/logreg."""
     section = Section()
     paths = RunPaths(run_dir)
-    if not paths.features_npz.exists():
-        section.notes.append("features.npz is missing, so no feature importances could be computed.")
+    features, problem = current_features(run_dir)
+    if features is None:
+        section.notes.append(f"{problem}, so no feature importances could be computed.")
         return section
-    features = load_features(paths.features_npz)
     test = features.mask("test")
     X, y = features.X[test], features.labels[test]
     n_classes = len(features.class_names)

@@ -81,8 +81,7 @@ def build_context(
         notes.append("videos.csv is missing: intervals resample single videos, as if they were independent.")
     log(f"group bootstrap ({options.n_resamples} resamples) and paired tests for {len(results)} models")
     comparison = compare_models(results, groups, n_resamples=options.n_resamples, seed=options.seed)
-    tested = {p.video_id for r in results for p in r.predictions}
-    found, representation_notes = load_representations(run_dir, tested)
+    found, representation_notes = load_representations(run_dir, results)
     shares, share_notes = scene_bias(found, groups)
     return ReportContext(
         run_dir=run_dir,

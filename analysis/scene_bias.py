@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.names import DEEP_MODELS, human_name
+from analysis.names import human_name
 from core.runfiles import RunPaths
-from pipelines.features.store import load_features
+from core.schema import ModelResult
+from pipelines.features.store import current_features
 
 
 @dataclass(frozen=True)
@@ -87,37 +88,40 @@ def neighbour_shares(representation: Representation, groups: Sequence[str]) -> N
 
 
 def load_representations(
-    run_dir: str | os.PathLike[str], test_ids: set[str] | None
+    run_dir: str | os.PathLike[str], results: Sequence[ModelResult]
 ) -> tuple[list[Representation], list[str]]:
-    """The handcrafted features (rows of the test videos) and each CNN's test embeddings; notes on
-    what is missing. ``test_ids``: the videos the models were tested on (None: the test split)."""
+    """The handcrafted features (rows of the videos the models were tested on) when made from the
+    run's current index, and the embeddings of each compared CNN when they hold exactly the videos its
+    result scored; notes on what is missing, unreadable or stale."""
     paths = RunPaths(run_dir)
     found: list[Representation] = []
     notes: list[str] = []
-    if paths.features_npz.exists():
-        features = load_features(paths.features_npz)
+    tested = sorted({p.video_id for r in results for p in r.predictions})
+    features, problem = current_features(run_dir)
+    if features is not None:
         ids = np.asarray(features.video_ids, dtype=str)
-        rows = np.isin(ids, sorted(test_ids)) if test_ids is not None else features.mask("test")
+        rows = np.isin(ids, tested)
         found.append(
             Representation("features", "handcrafted features", features.X[rows], features.labels[rows], ids[rows])
         )
     else:
-        notes.append("features.npz is missing: no scene-bias check or map of the handcrafted features.")
-    for model in DEEP_MODELS:
+        notes.append(f"{problem}: no scene-bias check or map of the handcrafted features.")
+    for result in [r for r in results if r.family == "deep"]:
+        model, name = result.model, human_name(result.model)
         path = paths.embeddings_dir / f"{model}.npz"
         if not path.exists():
-            notes.append(f"embeddings/{model}.npz is missing: no scene-bias check or map of {human_name(model)}.")
+            notes.append(f"embeddings/{model}.npz is missing: no scene-bias check or map of {name}.")
             continue
-        with np.load(path, allow_pickle=False) as data:
-            found.append(
-                Representation(
-                    model,
-                    f"{human_name(model)} embeddings",
-                    data["embeddings"],
-                    data["labels"],
-                    np.asarray(data["video_ids"], dtype=str),
-                )
-            )
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ids, X, y = np.asarray(data["video_ids"], dtype=str), data["embeddings"], data["labels"]
+        except Exception as exc:  # any damage to the file: the report goes on without it
+            notes.append(f"embeddings/{model}.npz cannot be read ({type(exc).__name__}): no check or map of {name}.")
+            continue
+        if sorted(ids.tolist()) != sorted(p.video_id for p in result.predictions):
+            notes.append(f"embeddings/{model}.npz holds other videos than results/{model}.json: {name} not shown.")
+            continue
+        found.append(Representation(model, f"{name} embeddings", X, y, ids))
     return found, notes
 
 

@@ -40,6 +40,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0, or a single process; usable before :func:`init_distributed` (reads torchrun's RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device: torch.device) -> DistContext:
     """Join the process group torchrun describes (nccl on CUDA, gloo on the CPU), or stay single.
 
@@ -115,6 +120,15 @@ def all_reduce_sum(value: float, context: DistContext) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device(context))
     dist.all_reduce(tensor)
     return float(tensor.item())
+
+
+def on_every_rank(flag: bool, context: DistContext) -> bool:
+    """Whether ``flag`` holds on every rank (one all-reduce under DDP), so that all ranks decide alike."""
+    if not context.enabled:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=_collective_device(context))
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
 
 
 def _collective_device(context: DistContext) -> torch.device:

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.console import notice
+
 REJECTED_COLUMNS = ("path", "reason", "stage", "time")
 
 
@@ -182,9 +184,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     either way the temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.{os.getpid()}@{_host_tag()}."
-    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{target.name}.{os.getpid()}@{_host_tag()}."
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # name the file the user asked for, not its temporary sibling
+        raise type(exc)(exc.errno, exc.strerror or str(exc), str(target)) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -230,9 +235,54 @@ def atomic_write_json(target: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(target, to_json(data))
 
 
+class UnreadableFileError(ValueError):
+    """A file of the run exists but cannot be parsed (empty, truncated, overwritten with garbage)."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str, fix: str = "") -> None:
+        super().__init__(f"{path}: cannot be read ({problem})" + (f"; {fix}" if fix else ""))
+        self.path = Path(path)
+        self.problem = problem
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON in ``path``; :class:`UnreadableFileError` naming it when it is not JSON."""
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        try:
+            return json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UnreadableFileError(path, str(exc) or type(exc).__name__) from exc
+
+
+SET_ASIDE_SUFFIX = ".corrupt"
+
+
+def problem_text(error: BaseException, path: str | os.PathLike[str]) -> str:
+    """What is wrong with ``path`` according to ``error``, without repeating the path."""
+    if isinstance(error, UnreadableFileError):
+        return error.problem
+    text = str(error).removeprefix(f"{path}: ")
+    return text or type(error).__name__
+
+
+def set_aside(path: str | os.PathLike[str], problem: BaseException | str, *, redo: str) -> Path:
+    """Rename an unreadable run file to ``PATH.corrupt`` (``.corrupt.1``, ... when taken) so that the
+    work is redone without losing it, and say so in one line naming both files, the problem (an
+    error or its text) and what is redone (``redo``). Returns the new path (``path`` itself when
+    another process, such as another DDP rank, moved it first)."""
+    path = Path(path)
+    if isinstance(problem, BaseException):
+        problem = problem_text(problem, path)
+    target = path.with_name(path.name + SET_ASIDE_SUFFIX)
+    number = 0
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.name}{SET_ASIDE_SUFFIX}.{number}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return path
+    notice(f"{path} cannot be read ({problem}): kept as {target.name}; {redo}")
+    return target
 
 
 def fingerprint(*parts: Any) -> str:

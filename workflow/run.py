@@ -2,7 +2,8 @@
 
 Every stage resumes: its function skips work whose outputs are up to date (demo clips present,
 videos.csv unchanged, features.npz fingerprint, result files), so a killed run continues where it
-stopped. The settings of every stage come from one :class:`~workflow.profiles.Profile`.
+stopped; a CNN killed mid-training continues from its last finished epoch (``resume="auto"``).
+The settings of every stage come from one :class:`~workflow.profiles.Profile`.
 """
 
 from __future__ import annotations
@@ -66,17 +67,17 @@ class _Run:
         return report.line()
 
 
-def weights_or_scratch(config: DeepConfig, warn: Callable[[str], None]) -> DeepConfig:
-    """The config, or the same with ``weights="none"`` when its pretrained weights are not on disk
-    (nothing is downloaded at run time); the result file records the weights used."""
+def weights_or_scratch(config: DeepConfig) -> tuple[DeepConfig, str | None]:
+    """The config, or the same with ``weights="none"`` and a warning when its pretrained weights are
+    not on disk (nothing is downloaded at run time); the result file records the weights used."""
     if not pretrained.is_pretrained(config.weights):
-        return config
+        return config, None
     try:
         build_model(config, 2)
     except pretrained.WeightsUnavailableError as exc:
-        warn(f"{human_name(config.model)}: {exc} -> trained from scratch (weights none) instead.")
-        return replace(config, weights="none")
-    return config
+        warning = f"{human_name(config.model)}: {exc} -> trained from scratch (weights none) instead."
+        return replace(config, weights="none"), warning
+    return config, None
 
 
 def _demo_stage(run: _Run) -> tuple[Stage, Path]:
@@ -101,7 +102,11 @@ def _data_stages(run: _Run, source: Path) -> list[Stage]:
         return run.keep(stages.features(run.run_dir, run.backend, run.profile.features, progress=run.progress))
 
     def classical() -> str:
-        return stages.classical(run.run_dir, run.backend, run.profile.classical, progress=run.progress).line()
+        return run.keep(
+            stages.classical(
+                run.run_dir, run.backend, run.profile.classical, run.profile.features, progress=run.progress
+            )
+        )
 
     return [
         Stage("prepare", f"prepare: index {source}, group-wise splits", prepare),
@@ -113,9 +118,12 @@ def _data_stages(run: _Run, source: Path) -> list[Stage]:
 def _deep_stage(run: _Run, model: str) -> Stage:
     def action() -> str:
         config = run.profile.deep_config(model)
-        if not has_current_result(run.run_dir, model):  # a finished model is reused whatever its weights
-            config = weights_or_scratch(config, run.warn)
-        return run.keep(stages.deep(run.run_dir, run.backend, config, progress=run.progress))
+        if not has_current_result(run.run_dir, config):  # a finished model with the profile's weights is kept
+            config, warning = weights_or_scratch(config)
+            if warning:  # said now and again in the closing summary
+                run.warn(warning)
+        # An interrupted training continues from its last epoch when it had these very settings.
+        return run.keep(stages.deep(run.run_dir, run.backend, config, resume="auto", progress=run.progress))
 
     return Stage("deep", f"deep model {human_name(model)} ({model}, {run.profile.name} profile)", action)
 

@@ -105,12 +105,16 @@ def classical(
     run_dir: str | os.PathLike[str],
     backend: Backend,
     config: ClassicalConfig,
+    feature_spec: FeatureSpec,
     *,
     models: Sequence[str] | None = None,
     learning_curve: bool = True,
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
+    """``feature_spec``: the settings to recompute features.npz with when it cannot be read (a stale
+    file is recomputed with the settings stored in it)."""
+    rejected: list[RejectedVideo] = []
     remove_stale_temporaries(run_dir)
     results = run_classical(
         run_dir,
@@ -120,6 +124,8 @@ def classical(
         force=force,
         config=config,
         progress=progress,
+        feature_spec=feature_spec,
+        rejected=rejected,
     )
     lines = [
         f"{r.model:<7} {r.backend:<12} macro-F1 {r.metrics.macro_f1:.3f}  fit {r.cost.fit_seconds:.2f}s  "
@@ -127,7 +133,7 @@ def classical(
         for r in results
     ]
     message = ", ".join(f"{r.model} F1 {r.metrics.macro_f1:.2f}" for r in results)
-    return StageReport(Path(run_dir), message, lines=lines)
+    return StageReport(Path(run_dir), message, rejected, lines=lines)
 
 
 def cache_notice(run_dir: str | os.PathLike[str]) -> str | None:
@@ -146,9 +152,10 @@ def deep(
     *,
     learning_curve: bool = True,
     force: bool = False,
-    resume: bool = False,
+    resume: str = "no",
     progress: bool = True,
 ) -> StageReport:
+    """``resume``: "no", "yes" or "auto" (:data:`models.deep.checkpoint.RESUME_MODES`)."""
     remove_stale_temporaries(run_dir)
     rejected: list[RejectedVideo] = []
     result = run_deep(

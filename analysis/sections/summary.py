@@ -34,6 +34,7 @@ def summary_text(context: ReportContext, headline: Headline) -> str:
         note = f"95 % intervals: bootstrap over {c.n_groups} test groups ({c.n_videos} videos)."
     lines = [summary_table(context.rows), note, *headline.sentences]
     lines += [f"WARNING {w}" for w in headline.warnings]
+    lines += context.notes  # e.g. results left out as stale, with the command that redoes them
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ here are the recipe's own (R3D-18 at 16 x 112 px, the notebook study's clip).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,6 +14,13 @@ from models.networks import cnn2d, cnn3d
 
 MODELS = ("cnn2d", "cnn3d")
 OPTIMIZERS = ("adamw", "sgd")
+# Settings that do not change what the main model learns: the profile is a label; the decoded-clip
+# cache, thread counts, memory layout and torch.compile only change speed (results stored the layout
+# actually used under "channels_last"); the learning-curve settings concern the curve's retrained
+# models, whose points carry their own fingerprint (models/deep/curve.py).
+NOT_IN_MODEL = frozenset(
+    {"profile", "num_threads", "cache", "channels_last", "compile", "learning_curve_fractions", "learning_curve_epochs"}
+)
 
 
 @dataclass(frozen=True)
@@ -76,3 +84,13 @@ class DeepConfig:
         data = asdict(self)
         data["learning_curve_fractions"] = list(self.learning_curve_fractions)
         return data
+
+    def changes_from(self, saved: Mapping[str, Any], ignore: frozenset[str] = NOT_IN_MODEL) -> list[str]:
+        """``"name: saved -> current"`` for every setting, outside ``ignore``, that differs from
+        ``saved`` (the settings stored in a result or checkpoint)."""
+        current = self.to_dict()
+        return [
+            f"{name}: {saved.get(name)!r} -> {value!r}"
+            for name, value in current.items()
+            if name not in ignore and saved.get(name) != value
+        ]

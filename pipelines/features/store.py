@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,9 +36,17 @@ import numpy as np
 
 from core import distributed as dist_utils
 from core.backend import Backend
-from core.console import progress_bar
+from core.console import notice, progress_bar
 from core.distributed import DistContext
-from core.runfiles import RunPaths, append_rejected, atomic_path, fingerprint
+from core.runfiles import (
+    RunPaths,
+    UnreadableFileError,
+    append_rejected,
+    atomic_path,
+    fingerprint,
+    problem_text,
+    set_aside,
+)
 from pipelines.data.records import VideoRecord, class_names, index_fingerprint, read_videos_csv
 from pipelines.features.kernel import (
     KERNEL_VERSION,
@@ -118,33 +129,89 @@ def spec_from_json(text: str) -> FeatureSpec | None:
         raise ValueError(f"unreadable feature settings {text!r}: {exc}") from exc
 
 
+class OutdatedFeaturesError(ValueError):
+    """features.npz is readable but was written by an older version (recomputed, not set aside)."""
+
+
+def _read_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` file; :class:`UnreadableFileError` when it is not a readable
+    NumPy archive (empty, truncated, overwritten), OutdatedFeaturesError when arrays are missing."""
+    fix = f"rerun `python cli.py features --run {path.parent}`"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = set(names) - set(data.files)
+            if missing == {"spec"}:
+                raise OutdatedFeaturesError(
+                    f"{path} was written by an older version without its feature settings (FeatureSpec); {fix}"
+                )
+            if missing:
+                raise OutdatedFeaturesError(f"{path}: missing arrays {sorted(missing)}; {fix}")
+            return {name: data[name] for name in names}
+    except OutdatedFeaturesError:
+        raise
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError) as exc:
+        raise UnreadableFileError(path, f"{type(exc).__name__}: {exc}", fix) from exc
+
+
 def load_features(path: str | os.PathLike[str]) -> FeatureSet:
-    """Read a file written by :func:`save_features`."""
+    """Read a file written by :func:`save_features` (a ValueError naming the file and the fix when
+    it cannot be used: :class:`~core.runfiles.UnreadableFileError` or :class:`OutdatedFeaturesError`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `python cli.py features --run {path.parent}` first")
-    fix = f"rerun `python cli.py features --run {path.parent} --force`"
-    with np.load(path, allow_pickle=False) as data:
-        missing = {item.name for item in fields(FeatureSet)} - set(data.files)
-        if missing == {"spec"}:
-            raise ValueError(
-                f"{path} was written by an older version without its feature settings (FeatureSpec); {fix}"
-            )
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}; {fix}")
-        values = {item.name: data[item.name] for item in fields(FeatureSet)}
+    fix = f"rerun `python cli.py features --run {path.parent}`"
+    values: dict[str, Any] = _read_arrays(path, [item.name for item in fields(FeatureSet)])
     values["fingerprint"] = str(values["fingerprint"])
     try:
         values["spec"] = spec_from_json(str(values["spec"]))
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}; {fix}") from exc
+    except ValueError as exc:  # settings of another version of the kernel
+        raise OutdatedFeaturesError(f"{path}: {exc}; {fix}") from exc
     return FeatureSet(**values)
+
+
+def stored_spec(path: str | os.PathLike[str]) -> FeatureSpec | None:
+    """The FeatureSpec stored in a features file; None when the file is missing, unreadable, from
+    an older version or made by hand (whoever reads it next names the problem)."""
+    try:
+        return spec_from_json(str(_read_arrays(Path(path), ["spec"])["spec"]))
+    except (ValueError, OSError):
+        return None
 
 
 def features_fingerprint(videos_csv: str | os.PathLike[str], spec: FeatureSpec) -> str:
     """What the matrix depends on: the index and its video files (:func:`~pipelines.data.records.index_fingerprint`;
     a re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version."""
     return fingerprint(index_fingerprint(read_videos_csv(videos_csv)), spec.to_dict(), KERNEL_VERSION)
+
+
+def _existing_features(path: Path) -> FeatureSet | None:
+    """The features in ``path``, or None after setting an unreadable file aside (or, for a file of
+    an older version, saying that it is recomputed)."""
+    try:
+        return load_features(path)
+    except UnreadableFileError as exc:
+        set_aside(path, exc, redo="recomputing the features")
+    except OutdatedFeaturesError:
+        notice(f"{path} was written by an older version: recomputing it")
+    return None
+
+
+def current_features(run_dir: str | os.PathLike[str]) -> tuple[FeatureSet | None, str]:
+    """``RUN_DIR/features.npz`` when it was made from the run's current index and can be read;
+    else None and why, with the command that redoes it (for readers that must not use stale rows)."""
+    paths = RunPaths(run_dir)
+    redo = f"`python cli.py features --run {run_dir}` redoes it"
+    if not paths.features_npz.is_file():
+        return None, f"{paths.features_npz.name} is missing"
+    try:
+        features = load_features(paths.features_npz)
+    except (ValueError, OSError) as exc:
+        return None, f"{paths.features_npz.name} cannot be used ({problem_text(exc, paths.features_npz)})"
+    if features.spec is None or not paths.videos_csv.is_file():
+        return None, f"{paths.features_npz.name} cannot be checked against an index (no settings or no videos.csv)"
+    if features.fingerprint != features_fingerprint(paths.videos_csv, features.spec):
+        return None, f"{paths.features_npz.name} was made from another index than videos.csv and its files; {redo}"
+    return features, ""
 
 
 def feature_clip_spec(spec: FeatureSpec, stride: int) -> Any:
@@ -277,12 +344,15 @@ def extract_features(
         raise ValueError(f"{paths.videos_csv} lists no videos; rerun `python cli.py prepare` on a folder with videos")
     expected = features_fingerprint(paths.videos_csv, spec)
     if not force and paths.features_npz.exists():
-        try:
-            existing = load_features(paths.features_npz)
-        except (ValueError, OSError):
-            existing = None
+        existing = _existing_features(paths.features_npz)
         if existing is not None and existing.fingerprint == expected and existing.spec == spec:
             return existing
+        if existing is not None:
+            made = "with other settings (FeatureSpec)" if existing.spec != spec else "from another index"
+            notice(
+                f"{paths.features_npz} was computed {made} than this run's (videos.csv rows or video files "
+                "changed since, or other settings): recomputing it"
+            )
 
     rows, skipped, stats = _feature_rows(records, backend, spec, run_dir, batch_size, progress, context)
     if rejected is not None:

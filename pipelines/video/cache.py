@@ -9,7 +9,7 @@ small JSON sidecar holds the source's signature (resolved path, size, mtime) and
 
 Reads take only the sampled frames (:meth:`CachedVideo.read`, one ``pread`` per frame) and
 convert them to RGB. An entry whose source changed is a miss and is overwritten; writes are
-atomic (``runfiles.atomic_path``).
+atomic (``runfiles.atomic_path``); a damaged entry is set aside (``*.corrupt``), named, and decoded again.
 
 Why I420: on a 2-core CPU the first (cache-filling) pass over the demo spent more time
 converting, resizing and writing RGB than decoding; stored as I420 that pass went from 1.2x to
@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from core.runfiles import atomic_path, atomic_write_json, file_signature
+from core.runfiles import atomic_path, atomic_write_json, file_signature, set_aside
 from pipelines.video.decode import (
     DecodeError,
     frame_to_i420,
@@ -202,17 +202,32 @@ class ClipCache:
     def entry(self, source: str | os.PathLike[str], short_side: int) -> CachedVideo | None:
         """The valid entry of ``source`` (nothing read but its sidecar), or None when missing or
         stale. The frames are the last bytes of the ``.npy`` (uint8, C order, layout from the
-        sidecar), so their offset follows from the file size without parsing the header."""
+        sidecar), so their offset follows from the file size without parsing the header; the
+        sidecar records that size, so a file cut short or grown behind the cache's back is never
+        read at a shifted offset. A damaged entry (unreadable sidecar, frames of the wrong size) is
+        set aside and named; either way the caller decodes the video again."""
         frames_path, meta_path = self._paths(source, short_side)
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("source") != file_signature(source) or meta.get("pixel_format") not in PIXEL_FORMATS:
-                return None
-            layout = FrameLayout(meta["pixel_format"], int(meta["frames"]), int(meta["height"]), int(meta["width"]))
-            offset = frames_path.stat().st_size - layout.frames * layout.frame_bytes
-        except (OSError, ValueError, KeyError, TypeError):
+            text = meta_path.read_text(encoding="utf-8")
+        except OSError:
             return None
-        if offset < 10 or layout.frames < 1:
+        try:
+            meta = json.loads(text)
+            if meta.get("source") != file_signature(source) or meta.get("pixel_format") not in PIXEL_FORMATS:
+                return None  # the source changed since: stale, overwritten by the next store
+            layout = FrameLayout(meta["pixel_format"], int(meta["frames"]), int(meta["height"]), int(meta["width"]))
+            stored_bytes = meta.get("bytes")  # absent in entries of older versions: decoded again
+            size = frames_path.stat().st_size
+        except OSError:
+            return None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            set_aside(meta_path, f"{type(exc).__name__}: {exc}", redo="decoding the video again")
+            return None
+        if stored_bytes is None:
+            return None
+        offset = size - layout.frames * layout.frame_bytes
+        if size != stored_bytes or offset < 10 or layout.frames < 1:
+            set_aside(frames_path, f"{size} bytes, {stored_bytes} written", redo="decoding the video again")
             return None
         return CachedVideo(frames_path, layout, offset)
 
@@ -229,6 +244,7 @@ class ClipCache:
         atomic_write_json(
             meta_path,
             {
+                "bytes": frames_path.stat().st_size,
                 "source": file_signature(source),
                 "short_side": short_side,
                 "pixel_format": layout.pixel_format,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from core.backend import NVDEC_LIMITS, Backend
-from core.runfiles import append_rejected
+from core.runfiles import append_rejected, set_aside
 from pipelines.data.records import VideoRecord
 from pipelines.video.cache import CachedVideo, ClipCache, DecodedVideo
 from pipelines.video.clips import (
@@ -277,8 +277,8 @@ class ClipLoader:
             if entry is not None:
                 try:
                     return self._clips_from(entry, video, clips)
-                except OSError:  # damaged outside the cache's atomic writes: decode it again
-                    pass
+                except OSError as exc:  # damaged outside the cache's atomic writes: decode it again
+                    set_aside(entry.path, exc, redo="decoding the video again")
             self.cache_misses += 1
             decoded = self.cache.decode_and_store(record.path, self.spec.short_side, codec_threads=self._codec_threads)
             return self._clips_from(decoded, video, clips)

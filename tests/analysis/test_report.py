@@ -19,12 +19,14 @@ from core.runfiles import RunPaths, append_rejected
 from core.schema import Cost, FoldMetrics, LearningCurvePoint, ModelResult, Prediction, load_result, save_result
 from models.classical.estimators import ClassicalModel
 from models.classical.persist import model_file, save_classical_model
-from pipelines.data.records import VideoRecord, read_videos_csv, write_videos_csv
-from pipelines.features.store import FeatureSet, save_features
+from pipelines.data.records import VideoRecord, index_fingerprint, read_videos_csv, write_videos_csv
+from pipelines.features.kernel import FeatureSpec
+from pipelines.features.store import FeatureSet, features_fingerprint, save_features
 
 CLASSES = ["PullUps", "Punch", "PushUps"]
 MODELS = {"svm": 0.8, "rf": 0.85, "knn": 0.6, "logreg": 0.75, "gb": 0.9, "cnn2d": 0.7, "cnn3d": 0.95}
 GROUPS = ["motion"] * 4 + ["appearance"] * 3 + ["colour"] * 3 + ["temporal"] * 2
+SPEC = FeatureSpec()  # the settings recorded with the (synthetic) feature matrix
 
 
 def _group_of(split: str, i: int) -> str:
@@ -139,6 +141,7 @@ def make_synthetic_run(run_dir: Path, n_test: int = 30, with_models: bool = True
             splits.append(split)
             groups.append(group)
     write_videos_csv(paths.videos_csv, records)
+    index_id = index_fingerprint(records)  # as the stages record it (the /data paths do not exist)
     labels_a = np.array(labels)
     X = rng.normal(size=(len(ids), len(GROUPS))).astype(np.float32)
     X[:, 0] += 2 * labels_a  # a motion feature carries the class
@@ -151,7 +154,8 @@ def make_synthetic_run(run_dir: Path, n_test: int = 30, with_models: bool = True
         np.array(splits),
         np.array(groups),
         np.array(CLASSES),
-        "synthetic",
+        features_fingerprint(paths.videos_csv, SPEC),
+        SPEC,
     )
     save_features(paths.features_npz, features)
     test = np.array(splits) == "test"
@@ -159,6 +163,7 @@ def make_synthetic_run(run_dir: Path, n_test: int = 30, with_models: bool = True
     test_groups = list(np.array(groups)[test])
     for seed, (model, skill) in enumerate(MODELS.items()):
         result = synthetic_result(model, skill, test_ids, labels_a[test], seed, test_groups)
+        result.index_fingerprint = index_id
         save_result(result, paths.result_json(model))
     for model in ("cnn2d", "cnn3d"):
         paths.embeddings_dir.mkdir(parents=True, exist_ok=True)
@@ -439,7 +444,7 @@ def test_a_result_from_another_split_is_skipped_with_a_note(tmp_path: Path):
     write_videos_csv(paths.videos_csv, records)
     results, notes = load_results(run_dir)
     assert results == [] and len(notes) == 7
-    assert all("not in this run's test split" in note and "--force" in note for note in notes)
+    assert all("made from another index" in note and "--force" not in note for note in notes)
 
 
 def test_no_results_is_a_clear_error(tmp_path: Path):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -146,8 +147,9 @@ def test_missing_weights_are_repeated_in_the_closing_summary(tmp_path: Path, cap
 
     run = _Run(tmp_path, PROFILES["tiny"], resolve_backend("cpu"), None, progress=True, split_seed=0)
     wanted = replace(PROFILES["tiny"].deep_config("cnn3d"), weights=str(tmp_path / "r3d_18.pth"))  # not there
-    used = weights_or_scratch(wanted, run.warn)
-    assert used.weights == "none"
+    used, warning = weights_or_scratch(wanted)
+    assert used.weights == "none" and warning is not None
+    run.warn(warning)
     said_at_once = capsys.readouterr().out
     assert "WARNING R3D-18 (3D CNN)" in said_at_once and "r3d_18.pth" in said_at_once
     closing = closing_summary(run, None, 1.0)
@@ -210,3 +212,79 @@ def test_cli_run_takes_a_seed(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert json.loads((run_dir / "run.json").read_text())["seed"] == 2
     assert (run_dir / "report" / "index.html").is_file()
+
+
+def _run_until(args: list[str], marker: Path, log: Path) -> str:
+    """Start ``cli.py ARGS`` and kill it (SIGKILL, no clean-up) as soon as ``marker`` exists; its output."""
+    env = {**os.environ, "ACTIONBENCH_DEVICE": "cpu", "MPLBACKEND": "Agg"}
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "cli.py", *args], cwd=REPO, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 600
+            while not marker.exists():
+                assert process.poll() is None, f"exited ({process.returncode}) early:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"{marker} did not appear:\n{log.read_text()}"
+                time.sleep(0.05)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return log.read_text()
+
+
+def _epochs_done(checkpoint: Path) -> int:
+    from models.deep.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint)["train_state"]["epoch"] + 1
+
+
+@pytest.mark.slow
+def test_killed_cnns_resume_in_run_and_in_deep_and_stale_results_are_left_out(tmp_path: Path):
+    """The issue's reproducer (5 groups x 1 clip: 9 training videos, so batches of 8 leave one clip,
+    which used to crash R3D-18's BatchNorm), killed in the middle of each CNN's training."""
+    from core.schema import load_result
+    from pipelines.data.records import read_videos_csv
+    from pipelines.video.codecs import read_frames, write_video
+
+    data, run_dir = tmp_path / "X", tmp_path / "Y"
+    made = CliRunner().invoke(main, ["demo-data", str(data), "--groups", "5", "--clips-per-group", "1", "--size",
+                                     "64x48", "--seconds", "1-2"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    run_args = ["run", str(data), "--run", str(run_dir), "--profile", "tiny"]
+    checkpoints = run_dir / "checkpoints"
+
+    # 1. kill -9 once cnn2d finished its first epoch (of 2).
+    _run_until(run_args, checkpoints / "cnn2d" / "last.pt", tmp_path / "first.log")
+    assert _epochs_done(checkpoints / "cnn2d" / "last.pt") == 1
+    # 2. `run` again continues cnn2d with epoch 2 (it used to restart at epoch 1); killed in cnn3d's epoch 2.
+    second = _run_until(run_args, checkpoints / "cnn3d" / "last.pt", tmp_path / "second.log")
+    assert f"cnn2d: resuming from {checkpoints / 'cnn2d' / 'last.pt'} after epoch 1" in second, second
+    assert "cnn2d epoch 2:" in second and "cnn2d epoch 1:" not in second
+    cnn2d = load_result(run_dir / "results" / "cnn2d.json")
+    assert cnn2d.config["epochs_run"] == 2 and len(cnn2d.config["history"]) == 2
+    assert _epochs_done(checkpoints / "cnn3d" / "last.pt") == 1
+    # 3. `deep --profile tiny --resume` takes over the checkpoint `run` wrote: the same settings.
+    deep = CliRunner().invoke(main, ["--device", "cpu", "deep", "--run", str(run_dir), "--model", "cnn3d",
+                                     "--profile", "tiny", "--resume", "--learning-curve"])  # fmt: skip
+    assert deep.exit_code == 0, deep.output
+    assert f"cnn3d: resuming from {checkpoints / 'cnn3d' / 'last.pt'} after epoch 1" in deep.output, deep.output
+    assert "cnn3d epoch 2:" in deep.output and "cnn3d epoch 1:" not in deep.output
+    # 4. `run` once more finds every model done and writes the report with all seven.
+    done = CliRunner().invoke(main, ["--device", "cpu", *run_args])
+    assert done.exit_code == 0, done.output
+    assert not re.search(r"epoch \d+:|resuming|retraining", done.output), done.output  # nothing trained
+    summary = (run_dir / "report" / "summary.txt").read_text().splitlines()
+    assert [line.split()[0] for line in summary[1:]] == [*MODELS]
+
+    # 5. A test video overwritten after the CNNs were scored, then `run --skip-deep`: the classical
+    # models are redone on the new content; the CNN results scored the old one and are left out, named.
+    test_video = Path(next(r.path for r in read_videos_csv(run_dir / "videos.csv") if r.split == "test"))
+    write_video(test_video, read_frames(test_video)[::-1].copy(), 25.0, "vp9")
+    again = CliRunner().invoke(main, ["--device", "cpu", *run_args, "--skip-deep"])
+    assert again.exit_code == 0, again.output
+    for model in ("cnn2d", "cnn3d"):
+        assert f"{model}.json left out: made from another index" in again.output
+        assert f"python cli.py deep --run {run_dir} --model {model} --profile tiny --learning-curve" in again.output
+    summary = (run_dir / "report" / "summary.txt").read_text().splitlines()
+    assert [line.split()[0] for line in summary[1:6]] == [*MODELS[:5]] and "cnn2d deep" not in "\n".join(summary)

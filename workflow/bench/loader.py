@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -219,16 +220,14 @@ def bench_loader(
     clips: int | None = None,
     batch_size: int = 8,
     num_threads: int = 2,
-    cache_dir: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
 ) -> LoaderBenchResult:
     """Time the reference loader and the project loader (cache off, and cold then warm when
     ``cache``) over the same videos; write the result as JSON to ``out`` (a ``.json`` file or a
-    folder; default ``./bench/loader.json``). The cache goes to ``cache_dir`` (default: a
-    ``loader-cache`` folder beside the JSON, emptied first so that "cold" is cold).
+    folder; default ``./bench/loader.json``). The cache passes use a new temporary folder of their
+    own, created beside the JSON (the same disk as before) and removed afterwards: "cold" is cold,
+    and no folder the benchmark did not create is ever emptied.
     """
-    import shutil
-
     out_path = Path(out) if out is not None else Path("bench") / "loader.json"
     if out_path.suffix != ".json":
         out_path = out_path / "loader.json"
@@ -270,12 +269,11 @@ def bench_loader(
     result.timings.append(reference)
     result.timings.append(_timed("project", "off", project_pass(None), frames))
     if cache:
-        cache_path = Path(cache_dir) if cache_dir is not None else out_path.parent / "loader-cache"
-        if cache_path.exists():
-            shutil.rmtree(cache_path)
-        result.timings.append(_timed("project", "cold", project_pass(cache_path), frames))
-        result.timings.append(_timed("project", "warm", project_pass(cache_path), frames))
-        result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".loader-cache-", dir=out_path.parent) as cache_path:
+            result.timings.append(_timed("project", "cold", project_pass(Path(cache_path)), frames))
+            result.timings.append(_timed("project", "warm", project_pass(Path(cache_path)), frames))
+            result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
     for timing in result.timings[1:]:
         timing.speedup = round(reference.seconds / timing.seconds, 2) if timing.seconds > 0 else math.inf
         timing.cpu_speedup = round(reference.cpu_ms_per_clip / max(timing.cpu_ms_per_clip, 1e-6), 2)
