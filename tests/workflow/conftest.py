@@ -28,7 +28,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, cpu_backend: Backend) 
     generate_demo_dataset(data, tiny.demo, progress=False)
     stages.prepare(data, run_dir, seed=tiny.split_seed, progress=False)
     stages.features(run_dir, cpu_backend, tiny.features, progress=False)
-    stages.classical(run_dir, cpu_backend, tiny.classical, learning_curve=False, progress=False)
+    stages.classical(run_dir, cpu_backend, tiny.classical, tiny.features, learning_curve=False, progress=False)
     for model in ("cnn2d", "cnn3d"):
         config = tiny.deep_config(model, epochs=1)
         stages.deep(run_dir, cpu_backend, config, learning_curve=False, progress=False)
