@@ -170,6 +170,10 @@ class _Batch:
     clip_index: Any
 
 
+class _OneClipPerVideo:
+    clips_per_video = 1
+
+
 class _SyntheticLoader:
     """A clip loader of random clips already on the device: the training step alone."""
 
@@ -180,6 +184,10 @@ class _SyntheticLoader:
         self.clips = torch.randn(shape, device=device)
         self.labels = np.arange(shape[0]) % classes
         self.batches = batches
+        # What the training loop reads of a ClipLoader to count its batches: one clip per video.
+        self.batch_size = shape[0]
+        self.n_videos = batches * shape[0]
+        self.spec = _OneClipPerVideo()
 
     def __len__(self) -> int:
         return self.batches

@@ -41,6 +41,7 @@ from core.runfiles import RunPaths, atomic_path
 from models.classical.estimators import ClassicalModel
 from models.classical.persist import load_classical_model, model_file
 from models.classical.train import full_scores
+from models.deep.build import uses_clip_cache
 from models.deep.config import MODELS as DEEP_MODELS
 from models.deep.infer import ClipAverager, TrainedNetwork, clip_probabilities, load_network
 from pipelines.data.dataset import VIDEO_EXTENSIONS, is_video_file
@@ -222,7 +223,7 @@ class DeepPredictor(Predictor):
     def _cache_dir(self) -> Iterator[Path | None]:
         """Where decoded frames go when the CNN was evaluated through the cache: the run's cache/ when
         it can be written, else a temporary folder removed afterwards (same pixels either way)."""
-        if not self.trained.config.cache:
+        if not uses_clip_cache(self.trained.config, self.backend):
             yield None
             return
         cache = RunPaths(self.run_dir).cache_dir
