@@ -7,7 +7,7 @@ import os
 from analysis.names import MODEL_ORDER
 from core.runfiles import RunPaths
 from core.schema import ModelResult, load_result
-from pipelines.data.records import read_videos_csv
+from pipelines.data.records import evaluated_records, read_videos_csv
 
 
 def load_results(run_dir: str | os.PathLike[str]) -> tuple[list[ModelResult], list[str]]:
@@ -16,7 +16,7 @@ def load_results(run_dir: str | os.PathLike[str]) -> tuple[list[ModelResult], li
     results_dir = paths.results_dir
     test_ids = None
     if paths.videos_csv.is_file():
-        test_ids = {r.video_id for r in read_videos_csv(paths.videos_csv) if r.split == "test"}
+        test_ids = {r.video_id for r in evaluated_records(read_videos_csv(paths.videos_csv))}
     results, notes = [], []
     for path in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []:
         try:

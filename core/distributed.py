@@ -40,6 +40,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def main_process() -> bool:
+    """Whether this process writes run-level files: rank 0 under torchrun, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device: torch.device) -> DistContext:
     """Join the process group torchrun describes (nccl on CUDA, gloo on the CPU), or stay single."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

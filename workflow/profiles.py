@@ -41,6 +41,9 @@ class Profile:
     deep: Mapping[str, DeepConfig]
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     split_seed: int = 0
+    # K outer folds of whole groups (every video tested once, every model trained K times);
+    # 1: one train/val/test split. ``run --folds`` overrides it.
+    folds: int = 1
 
     def deep_config(self, model: str, **overrides: object) -> DeepConfig:
         """This profile's settings for ``model``; ``overrides`` (None values ignored) replace fields."""
@@ -49,8 +52,13 @@ class Profile:
         return replace(self.deep[model], **{key: value for key, value in overrides.items() if value is not None})
 
     def help_lines(self) -> list[str]:
-        """For ``--help``: the profile's purpose, then its CNN settings."""
-        return [f"{self.name}: {self.description}"] + [
+        """For ``--help``: the profile's purpose, its outer folds, then its CNN settings."""
+        folds = (
+            f"{self.folds} outer folds (every video tested once; each model trained {self.folds} times)"
+            if self.folds > 1
+            else "1 fold: one group-disjoint train/val/test split"
+        )
+        return [f"{self.name}: {self.description}", f"    {folds}"] + [
             f"    {model}: {c.frames} frames x {c.size} px, {c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, "
             f"weights {c.weights}"
             for model, c in self.deep.items()

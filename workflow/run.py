@@ -85,8 +85,9 @@ def _demo_stage(run: _Run) -> tuple[Stage, Path]:
 def _data_stages(run: _Run, source: Path) -> list[Stage]:
     def prepare() -> str:
         return stages.prepare(
-            source, run.run_dir, classes=run.classes, seed=run.profile.split_seed, progress=run.progress
-        ).line()
+            source, run.run_dir, classes=run.classes, seed=run.profile.split_seed, folds=run.profile.folds,
+            progress=run.progress,
+        ).line()  # fmt: skip
 
     def features() -> str:
         return run.keep(stages.features(run.run_dir, run.backend, run.profile.features, progress=run.progress))
@@ -95,10 +96,14 @@ def _data_stages(run: _Run, source: Path) -> list[Stage]:
         return stages.classical(run.run_dir, run.backend, run.profile.classical, progress=run.progress).line()
 
     return [
-        Stage("prepare", f"prepare: index {source}, group-wise splits", prepare),
+        Stage("prepare", f"prepare: index {source}, {_splits_title(run.profile.folds)}", prepare),
         Stage("features", "features: handcrafted motion/appearance/colour/temporal", features),
         Stage("classical", "classical models (tuning, test, learning curves)", classical),
     ]
+
+
+def _splits_title(folds: int) -> str:
+    return f"{folds} outer folds by group" if folds > 1 else "group-wise splits"
 
 
 def _deep_stage(run: _Run, model: str) -> Stage:
@@ -150,15 +155,21 @@ def run_comparison(
     classes: Sequence[str] | None = None,
     progress: bool = True,
     stop_after: str | None = None,
+    folds: int | None = None,
 ) -> Path:
     """Run every stage of the comparison into ``run_dir`` and return the report's index.html.
 
     ``data_root`` None: generate the profile's demo dataset into ``RUN_DIR/demo_data``.
     ``profile``: tiny | cpu | gpu (default gpu on a usable CUDA GPU, else cpu).
     ``stop_after``: a stage key (demo, prepare, features, classical, deep) to stop after.
+    ``folds``: K outer folds by group (default: the profile's; 1 = one train/val/test split).
     """
     backend = backend or resolve_backend()
     chosen = profile if isinstance(profile, Profile) else get_profile(profile, backend)
+    if folds is not None:
+        if folds < 1:
+            raise ValueError(f"folds must be at least 1 (1: one train/val/test split), got {folds}")
+        chosen = replace(chosen, folds=folds)
     run = _Run(Path(run_dir), chosen, backend, list(classes) if classes else None, progress)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     stages = plan_stages(None if data_root is None else Path(data_root), run, skip_deep=skip_deep)
@@ -167,8 +178,8 @@ def run_comparison(
     started = time.perf_counter()
     if progress:
         print(
-            f"actionbench run: profile {chosen.name} ({chosen.description}); device {backend.device_description()}; "
-            f"run folder {run.run_dir}",
+            f"actionbench run: profile {chosen.name} ({chosen.description}); {_splits_title(chosen.folds)}; "
+            f"device {backend.device_description()}; run folder {run.run_dir}",
             flush=True,
         )
     index = RunPaths(run.run_dir).report_dir / "index.html"

@@ -23,6 +23,7 @@ from pipelines.features.kernel import FeatureSpec
 from pipelines.features.store import extract_features
 from pipelines.video.cache import ClipCache
 from pipelines.video.loader import RejectedVideo
+from workflow.folds import classical_folds, deep_folds, run_folds
 from workflow.profiles import AnalysisSettings
 
 
@@ -57,10 +58,11 @@ def prepare(
     val: float = 0.15,
     test: float = 0.2,
     seed: int = 0,
+    folds: int | None = None,
     progress: bool = True,
 ) -> StageReport:
     summary = prepare_run(
-        data_root, run_dir, classes=classes, split=split, val=val, test=test, seed=seed, progress=progress
+        data_root, run_dir, classes=classes, split=split, val=val, test=test, seed=seed, folds=folds, progress=progress
     )
     lines = ([] if summary.up_to_date else [summary.table()]) + [f"{summary} -> {summary.videos_csv}"]
     return StageReport(Path(run_dir), str(summary), lines=lines)
@@ -91,7 +93,8 @@ def classical(
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
-    results = run_classical(
+    train = classical_folds if run_folds(run_dir) > 1 else run_classical
+    results = train(
         run_dir,
         backend,
         models=list(models) if models else None,
@@ -129,7 +132,9 @@ def deep(
     progress: bool = True,
 ) -> StageReport:
     rejected: list[RejectedVideo] = []
-    result = run_deep(
+    folds = run_folds(run_dir)
+    train = deep_folds if folds > 1 else run_deep
+    result = train(
         run_dir,
         backend,
         config,
@@ -139,8 +144,9 @@ def deep(
         progress=progress,
         rejected=rejected,
     )
+    per_fold = f" per fold, F1 pooled over {folds} outer folds" if folds > 1 else ""
     message = (
-        f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s "
+        f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s{per_fold} "
         f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
     )
     notice = cache_notice(run_dir) if config.cache else None

@@ -118,7 +118,7 @@ def test_official_split(tree: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--split", "foo"], "use 'group' or 'official:N'"),
+        (["--split", "foo"], "use 'group', 'official:N'"),
         (["--val", "1.5"], "--val"),
         (["--val", "0.5", "--test", "0.5"], "leave no training data"),
         (["--split", "official:1", "--test", "0.3"], "--test applies to --split group only"),
