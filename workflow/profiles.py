@@ -138,6 +138,7 @@ GPU = Profile(
     features=FeatureSpec(),
     classical=ClassicalConfig(),
     deep=_deep("gpu", cnn2d=dict(_GPU_CNN, batch_size=16, size=224), cnn3d=dict(_GPU_CNN, batch_size=32, size=112)),
+    folds=5,
 )
 
 PROFILES: Mapping[str, Profile] = MappingProxyType({profile.name: profile for profile in (TINY, CPU, GPU)})

@@ -28,7 +28,7 @@ from core.runfiles import (
     write_rejected,
 )
 from pipelines.data.dataset import DatasetError, VideoFile, scan_dataset
-from pipelines.data.folds import group_kfold, outer_fold_splits
+from pipelines.data.folds import check_enough_groups_for_folds, group_kfold, outer_fold_splits
 from pipelines.data.preflight import ProbeResult, preflight
 from pipelines.data.records import SPLITS, VideoRecord, fold_count, read_videos_csv, write_videos_csv
 from pipelines.data.splits import (
@@ -303,9 +303,12 @@ def prepare_run(
         listed = [i for i, v in enumerate(lists.verdicts) if v is not None]
         files, verdicts = [scanned[i] for i in listed], [lists.verdicts[i] for i in listed]
     assign = partial(_assign, spec=spec, folds=n_folds, val=val, test=test, seed=seed)
+    # Too few groups: fail now, before any video is decoded.
     if spec.kind == "group" and n_folds == 1:
         check_enough_groups([f.class_name for f in files], [f.group for f in files], val=val, test=test)
-    else:  # too few groups: fail now, before any video is decoded
+    elif spec.kind == "group":
+        check_enough_groups_for_folds([f.class_name for f in files], [f.group for f in files], n_folds)
+    else:
         assign([f.class_name for f in files], [f.group for f in files], verdicts)
 
     config = {
