@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from analysis.results import load_results
+from cli import main
 from core.backend import resolve_backend
 from core.metrics import classification_metrics
 from core.schema import Cost, ModelResult, Prediction, load_result
 from pipelines.data.records import fold_records, read_videos_csv
 from pipelines.features.store import load_features
+from tests.workflow.test_run import MODELS, REPO
+from tests.workflow.test_run import _wait_for as wait_for
 from workflow import stages
 from workflow.folds import COST_NOTE, fold_dir, pool_fold_results
 from workflow.profiles import PROFILES
@@ -158,3 +166,38 @@ def test_profiles_state_their_folds() -> None:
     assert PROFILES["tiny"].folds == 1 and PROFILES["gpu"].folds == 5
     assert "5 outer folds" in PROFILES["gpu"].help_lines()[1]
     assert "1 fold: one group-disjoint train/val/test split" in PROFILES["tiny"].help_lines()[1]
+
+
+@pytest.mark.slow
+def test_tiny_run_with_three_folds_tests_every_video_once_and_resumes_per_fold(tmp_path: Path) -> None:
+    """The done-when of outer folds: `run --profile tiny --folds 3` on a generated demo, killed in the
+    middle of the deep stage and run again, writes results for all seven models whose predictions
+    cover every indexed video exactly once; finished folds are not trained again."""
+    run_dir = tmp_path / "run"
+    command = ["run", "--run", str(run_dir), "--profile", "tiny", "--folds", "3"]
+    env = {**os.environ, "ACTIONBENCH_DEVICE": "cpu", "MPLBACKEND": "Agg"}
+    process = subprocess.Popen([sys.executable, "cli.py", *command], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    done_fold = fold_dir(run_dir, 1) / "results" / "cnn2d.json"
+    try:
+        wait_for(done_fold, process, timeout=900)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+    assert not (run_dir / "results" / "cnn2d.json").exists()  # killed before the pooled result
+    kept = {path: path.stat().st_mtime_ns for path in run_dir.glob("folds/fold*/results/*.json")}
+    assert len(kept) == 3 * 5 + 2  # every classical fold result, cnn2d's of folds 0 and 1
+
+    result = CliRunner().invoke(main, ["--device", "cpu", *command])
+    assert result.exit_code == 0, result.output
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept  # finished folds kept as they were
+    records = read_videos_csv(run_dir / "videos.csv")
+    assert {r.fold for r in records} == {0, 1, 2}
+    indexed = sorted(r.video_id for r in records)
+    for model in MODELS:
+        pooled = load_result(run_dir / "results" / f"{model}.json")
+        assert sorted(p.video_id for p in pooled.predictions) == indexed, model
+        assert [f.fold for f in pooled.folds or []] == [0, 1, 2] and pooled.config["outer_cv"]["folds"] == 3
+    assert (run_dir / "report" / "index.html").is_file() and "3 outer folds by group" in result.output
