@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from core import distributed as dist_utils
 from core.backend import Backend
 from core.distributed import main_process
 from core.metrics import classification_metrics
@@ -171,19 +172,23 @@ def deep_folds(
     folds = fold_count(records)
     results: list[ModelResult] = []
     found: dict[str, RejectedVideo] = {}
-    for fold in range(folds):
-        target = prepare_fold(run_dir, records, fold)
-        _announce(progress, fold, folds, target)
-        fold_rejected: list[RejectedVideo] = []
-        results.append(
-            run_deep(
-                target, backend, config, learning_curve=learning_curve and fold == 0, force=force, resume=resume,
-                progress=progress, rejected=fold_rejected,
-            )  # fmt: skip
-        )
-        found.update({item.path: item for item in fold_rejected})
-        if main_process():
-            _keep_rejected(run_dir, target)
+    context = dist_utils.init_distributed(backend.torch_device())  # under torchrun: one process group for all folds
+    try:
+        for fold in range(folds):
+            target = prepare_fold(run_dir, records, fold)
+            _announce(progress and context.is_main, fold, folds, target)
+            fold_rejected: list[RejectedVideo] = []
+            results.append(
+                run_deep(
+                    target, backend, config, learning_curve=learning_curve and fold == 0, force=force, resume=resume,
+                    progress=progress, rejected=fold_rejected,
+                )  # fmt: skip
+            )
+            found.update({item.path: item for item in fold_rejected})
+            if context.is_main:
+                _keep_rejected(run_dir, target)
+    finally:
+        dist_utils.shutdown(context)
     if rejected is not None:
         rejected.extend(found.values())
     return _pool_and_save(run_dir, records, results)

@@ -93,7 +93,8 @@ def classical(
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
-    train = classical_folds if run_folds(run_dir) > 1 else run_classical
+    folds = run_folds(run_dir)
+    train = classical_folds if folds > 1 else run_classical
     results = train(
         run_dir,
         backend,
@@ -108,6 +109,8 @@ def classical(
         f"search {r.cost.search_seconds or 0:.1f}s  -> results/{r.model}.json"
         for r in results
     ]
+    if folds > 1:
+        lines.append(f"{folds} outer folds: every video tested once (macro-F1 pooled); fit and search time per fold")
     message = ", ".join(f"{r.model} F1 {r.metrics.macro_f1:.2f}" for r in results)
     return StageReport(Path(run_dir), message, lines=lines)
 
@@ -150,7 +153,9 @@ def deep(
         f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
     )
     notice = cache_notice(run_dir) if config.cache else None
-    return StageReport(Path(run_dir), message, rejected, lines=[summarize(result), *([notice] if notice else [])])
+    pooled = f" ({folds} outer folds: every video tested once; time per fold)" if folds > 1 else ""
+    summary = summarize(result) + pooled
+    return StageReport(Path(run_dir), message, rejected, lines=[summary, *([notice] if notice else [])])
 
 
 def analyze(

@@ -163,7 +163,7 @@ def test_other_folds_redo_what_depends_on_them(folded_run: Path, tmp_path: Path)
 
 
 def test_profiles_state_their_folds() -> None:
-    assert PROFILES["tiny"].folds == 1 and PROFILES["gpu"].folds == 5
+    assert PROFILES["tiny"].folds == 1 and PROFILES["cpu"].folds == 2 and PROFILES["gpu"].folds == 5
     assert "5 outer folds" in PROFILES["gpu"].help_lines()[1]
     assert "1 fold: one group-disjoint train/val/test split" in PROFILES["tiny"].help_lines()[1]
 
@@ -201,3 +201,31 @@ def test_tiny_run_with_three_folds_tests_every_video_once_and_resumes_per_fold(t
         assert sorted(p.video_id for p in pooled.predictions) == indexed, model
         assert [f.fold for f in pooled.folds or []] == [0, 1, 2] and pooled.config["outer_cv"]["folds"] == 3
     assert (run_dir / "report" / "index.html").is_file() and "3 outer folds by group" in result.output
+
+
+def test_ddp_trains_every_fold_and_rank_0_writes_the_pooled_result(tmp_path: Path) -> None:
+    """Under torchrun every rank walks the folds (a process group per fold); rank 0 alone pools."""
+    from dataclasses import replace
+
+    from pipelines.data.folds import group_kfold, outer_fold_splits
+    from pipelines.data.records import write_videos_csv
+    from tests.deep_data import make_run
+
+    run_dir = make_run(tmp_path)
+    records = read_videos_csv(run_dir / "videos.csv")
+    classes, groups = [r.class_name for r in records], [r.group for r in records]
+    fold_of = group_kfold(classes, groups, folds=2)
+    per_fold = outer_fold_splits(classes, groups, fold_of, val=0.2)
+    records = [replace(r, split=s[0], fold=f, fold_splits=" ".join(s)) for r, f, s in zip(records, fold_of, per_fold,
+                                                                                          strict=True)]
+    write_videos_csv(run_dir / "videos.csv", records)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACTIONBENCH_DEVICE": "cpu"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "cli.py"), "deep", "--run-dir", str(run_dir), "--model", "cnn2d", "--profile", "tiny",
+               "--size", "16", "--epochs", "1", "--batch-size", "3"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("2 outer folds: every video tested once") == 1  # only rank 0 reports
+    pooled = load_result(run_dir / "results" / "cnn2d.json")
+    assert sorted(p.video_id for p in pooled.predictions) == sorted(r.video_id for r in records)
+    assert [f.fold for f in pooled.folds or []] == [0, 1] and pooled.config["world_size"] == 2
