@@ -152,8 +152,7 @@ def classical_folds(
             )  # fmt: skip
         )
         _keep_rejected(run_dir, target)
-    pooled = [_pool_and_save(run_dir, records, list(results)) for results in zip(*per_fold, strict=True)]
-    return pooled
+    return [_pool_and_save(run_dir, records, list(results)) for results in zip(*per_fold, strict=True)]
 
 
 def deep_folds(

@@ -163,7 +163,7 @@ def test_other_folds_redo_what_depends_on_them(folded_run: Path, tmp_path: Path)
 
 
 def test_profiles_state_their_folds() -> None:
-    assert PROFILES["tiny"].folds == 1 and PROFILES["cpu"].folds == 2 and PROFILES["gpu"].folds == 5
+    assert PROFILES["tiny"].folds == 1 and PROFILES["cpu"].folds == 1 and PROFILES["gpu"].folds == 5
     assert "5 outer folds" in PROFILES["gpu"].help_lines()[1]
     assert "1 fold: one group-disjoint train/val/test split" in PROFILES["tiny"].help_lines()[1]
 
