@@ -349,6 +349,13 @@ def prepare_run(
     write_videos_csv(paths.videos_csv, records)
     summary = _summarize(paths, records, class_names, len(rejected), n_unlisted, str(spec), up_to_date=False)
 
+    _write_run_json(paths, summary, config, seed, lists, input_fingerprint)
+    return summary
+
+
+def _write_run_json(paths: RunPaths, summary: PrepareSummary, config: dict[str, Any], seed: int,
+                    lists: _Lists | None, input_fingerprint: str) -> None:
+    """Last, so that a run.json says the files before it are complete."""
     atomic_write_json(
         paths.run_json,
         {
@@ -356,21 +363,20 @@ def prepare_run(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": config,
             "seed": seed,
-            "class_names": class_names,
+            "class_names": summary.class_names,
             "official_lists": None if lists is None else str(lists.splits[0].folder),
             "counts": summary.counts,
             "group_counts": summary.group_counts,
-            "folds": n_folds,
+            "folds": summary.folds,
             "fold_counts": summary.fold_counts,
             "n_videos": summary.n_videos,
-            "n_rejected": len(rejected),
-            "n_unlisted": n_unlisted,
+            "n_rejected": summary.n_rejected,
+            "n_unlisted": summary.n_unlisted,
             "versions": library_versions(),
             "input_fingerprint": input_fingerprint,
             "prepare_version": PREPARE_VERSION,
         },
     )
-    return summary
 
 
 def _records(usable: list[tuple[VideoFile, ProbeResult]], assignment: _Assignment,
