@@ -236,15 +236,19 @@ def demo_data(context: Context, out: Path, classes: str, **options: Any) -> None
               help="Run directory to write videos.csv, rejected.csv and run.json into.")
 @click.option("--classes", default=None, help="Comma-separated class folders to use. Default: all.")
 @click.option("--split", default="group", show_default=True, callback=_parse_split,
-              help="group: stratified train/val/test by group; official:N: UCF101 trainlistNN/testlistNN.txt.")
+              help="group: stratified train/val/test by group; official:N: UCF101 trainlistNN/testlistNN.txt; "
+                   "official:all: the three official test lists as outer folds.")
+@click.option("--folds", type=click.IntRange(1), default=None,
+              help="K > 1: group K-fold outer cross-validation, every video tested once (each fold's groups are "
+                   "the test set once; val is carved from the rest). Default 1: one split (official:all: 3).")
 @click.option("--val", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True,
-              help="Validation fraction of each class's groups (official:N: of its train groups).")
+              help="Validation fraction of each class's groups (official:N, --folds: of its train groups).")
 @click.option("--test", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Test fraction of each class's groups (--split group only; default 0.2).")
+              help="Test fraction of each class's groups (--split group with one fold only; default 0.2).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split.")
 @pass_context
-def prepare(context: Context, data_root: Path, run_dir: Path, classes: str | None, split: str, val: float,
-            test: float | None, seed: int) -> None:
+def prepare(context: Context, data_root: Path, run_dir: Path, classes: str | None, split: str, folds: int | None,
+            val: float, test: float | None, seed: int) -> None:
     """Index DATA_ROOT (ROOT/ClassName/*.avi|mp4|webm|mkv), check every video, split by group.
 
     Whole UCF101 groups (v_Class_gGG_cCC) go to one split; every class is in every split.
@@ -254,20 +258,25 @@ def prepare(context: Context, data_root: Path, run_dir: Path, classes: str | Non
     \b
     Examples:
       python cli.py prepare data/demo --run runs/demo
+      python cli.py prepare data/demo --run runs/demo-5fold --folds 5
       python cli.py prepare data/UCF-101 --run runs/ucf5 --classes Punch,PullUps,PushUps,Bowling,Diving
       python cli.py prepare data/UCF-101 --run runs/ucf-official1 --split official:1 --val 0.1
+      python cli.py prepare data/UCF-101 --run runs/ucf-official --split official:all
     """
     from workflow import stages
 
     if split.startswith("official") and test is not None:
         raise click.BadParameter("--test applies to --split group only; official:N takes the test list",
                                  param_hint="--test")
+    if (folds or 1) > 1 and test is not None:
+        raise click.BadParameter(f"--test applies to one split only; with --folds {folds} each fold is the test set "
+                                 "once", param_hint="--test")
     test = 0.2 if test is None else test
-    if val + test >= 1 and split == "group":
+    if val + test >= 1 and split == "group" and (folds or 1) == 1:
         raise click.BadParameter(f"--val {val} + --test {test} leave no training data; keep their sum below 1",
                                  param_hint="--val/--test")
     report = stages.prepare(data_root, run_dir, classes=csv_list(classes), split=split, val=val, test=test, seed=seed,
-                            progress=context.progress)
+                            folds=folds, progress=context.progress)  # fmt: skip
     click.echo(report.text())
 
 
@@ -428,9 +437,12 @@ def analyze(context: Context, run_dir: Path, profile: str | None, resamples: int
 @click.option("--classes", default=None, help="Comma-separated class names to use (default: all).")
 @click.option("--seed", type=int, default=None,
               help="Seed of the train/val/test split, as `prepare --seed` (default: the profile's, 0).")
+@click.option("--folds", type=click.IntRange(1), default=None,
+              help="K outer folds by group: every video tested once, every model trained K times (default: the "
+                   "profile's, see Profiles below; 1 = one train/val/test split).")
 @pass_context
 def run_command(context: Context, data_root: Path | None, run_dir: Path | None, profile: str | None, skip_deep: bool,
-                classes: str | None, seed: int | None) -> None:
+                classes: str | None, seed: int | None, folds: int | None) -> None:
     """The whole comparison: (demo data), prepare, features, classical, deep, report.
 
     Without DATA_ROOT the demo dataset is generated into RUN_DIR/demo_data. Every stage resumes:
@@ -441,6 +453,7 @@ def run_command(context: Context, data_root: Path | None, run_dir: Path | None, 
     Examples:
       python cli.py run                                  # demo dataset, runs/demo
       python cli.py run --profile tiny --run runs/tiny   # a smoke test in seconds
+      python cli.py run --profile tiny --folds 3 --run runs/tiny3   # every video tested once
       python cli.py run data/UCF101 --run runs/ucf --classes PullUps,Punch,PushUps
       python cli.py run data/mine --run runs/mine-seed1 --seed 1   # another split of the same videos
       python cli.py --device cpu run --skip-deep
@@ -449,7 +462,7 @@ def run_command(context: Context, data_root: Path | None, run_dir: Path | None, 
     from workflow.run import default_run_dir, run_comparison
 
     run_comparison(data_root, run_dir or default_run_dir(data_root), profile=profile, backend=context.backend,
-                   skip_deep=skip_deep, classes=csv_list(classes), seed=seed, progress=context.progress,
+                   skip_deep=skip_deep, classes=csv_list(classes), seed=seed, folds=folds, progress=context.progress,
                    command=context.command)  # fmt: skip
 
 

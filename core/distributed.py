@@ -26,6 +26,10 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    # Whether this context started the process group (and :func:`shutdown` ends it). A caller that
+    # runs several trainings in one process (outer folds) starts it once: torchrun's store does not
+    # take a second start of the default group after it was destroyed (the ranks wait forever).
+    owns_group: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -60,16 +64,18 @@ def init_distributed(device: torch.device) -> DistContext:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         if device.type == "cuda":
             dist.init_process_group(backend="nccl", device_id=device)
         else:
             dist.init_process_group(backend="gloo")
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=owns_group)
 
 
 def shutdown(context: DistContext) -> None:
-    if context.enabled and dist.is_initialized():
+    """End the process group if ``context`` started it (see :attr:`DistContext.owns_group`)."""
+    if context.enabled and context.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -95,8 +95,9 @@ def _demo_stage(run: _Run) -> tuple[Stage, Path]:
 def _data_stages(run: _Run, source: Path) -> list[Stage]:
     def prepare() -> str:
         return stages.prepare(
-            source, run.run_dir, classes=run.classes, seed=run.split_seed, progress=run.progress
-        ).line()
+            source, run.run_dir, classes=run.classes, seed=run.split_seed, folds=run.profile.folds,
+            progress=run.progress,
+        ).line()  # fmt: skip
 
     def features() -> str:
         return run.keep(stages.features(run.run_dir, run.backend, run.profile.features, progress=run.progress))
@@ -109,10 +110,14 @@ def _data_stages(run: _Run, source: Path) -> list[Stage]:
         )
 
     return [
-        Stage("prepare", f"prepare: index {source}, group-wise splits", prepare),
+        Stage("prepare", f"prepare: index {source}, {_splits_title(run.profile.folds)}", prepare),
         Stage("features", "features: handcrafted motion/appearance/colour/temporal", features),
         Stage("classical", "classical models (tuning, test, learning curves)", classical),
     ]
+
+
+def _splits_title(folds: int) -> str:
+    return f"{folds} outer folds by group" if folds > 1 else "group-wise splits"
 
 
 def _deep_stage(run: _Run, model: str) -> Stage:
@@ -184,6 +189,7 @@ def run_comparison(
     stop_after: str | None = None,
     seed: int | None = None,
     command: str | None = None,
+    folds: int | None = None,
 ) -> Path:
     """Run every stage of the comparison into ``run_dir`` and return the report's index.html.
 
@@ -193,9 +199,14 @@ def run_comparison(
     ``seed``: the seed of the train/val/test split (default: the profile's ``split_seed``).
     ``progress`` False: no stage banners or progress, only the closing summary (results, warnings).
     ``command``: the command line, recorded in the report.
+    ``folds``: K outer folds by group (default: the profile's; 1 = one train/val/test split).
     """
     backend = backend or resolve_backend()
     chosen = profile if isinstance(profile, Profile) else get_profile(profile, backend)
+    if folds is not None:
+        if folds < 1:
+            raise ValueError(f"folds must be at least 1 (1: one train/val/test split), got {folds}")
+        chosen = replace(chosen, folds=folds)
     split_seed = chosen.split_seed if seed is None else seed
     run = _Run(Path(run_dir), chosen, backend, list(classes) if classes else None, progress, split_seed, command)
     run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -205,8 +216,8 @@ def run_comparison(
     started = time.perf_counter()
     if progress:
         print(
-            f"actionbench run: profile {chosen.name} ({chosen.description}); device {backend.device_description()}; "
-            f"run folder {run.run_dir}",
+            f"actionbench run: profile {chosen.name} ({chosen.description}); {_splits_title(chosen.folds)}; "
+            f"device {backend.device_description()}; run folder {run.run_dir}",
             flush=True,
         )
     index = RunPaths(run.run_dir).report_dir / "index.html"

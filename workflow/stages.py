@@ -29,6 +29,7 @@ from pipelines.features.store import extract_features
 from pipelines.video.cache import ClipCache
 from pipelines.video.loader import RejectedVideo
 from pipelines.video.routes import DecodeStats
+from workflow.folds import classical_folds, deep_folds, run_folds
 from workflow.profiles import AnalysisSettings
 
 
@@ -63,11 +64,12 @@ def prepare(
     val: float = 0.15,
     test: float = 0.2,
     seed: int = 0,
+    folds: int | None = None,
     progress: bool = True,
 ) -> StageReport:
     remove_stale_temporaries(run_dir)
     summary = prepare_run(
-        data_root, run_dir, classes=classes, split=split, val=val, test=test, seed=seed, progress=progress
+        data_root, run_dir, classes=classes, split=split, val=val, test=test, seed=seed, folds=folds, progress=progress
     )
     lines = ([] if summary.up_to_date else [summary.table()]) + summary.duplicate_lines()
     lines.append(f"{summary} -> {summary.videos_csv}")
@@ -113,10 +115,13 @@ def classical(
     progress: bool = True,
 ) -> StageReport:
     """``feature_spec``: the settings to recompute features.npz with when it cannot be read (a stale
-    file is recomputed with the settings stored in it)."""
+    file is recomputed with the settings stored in it). With K > 1 outer folds in videos.csv, every
+    fold's models are trained in its sub-run and the results pooled (:mod:`workflow.folds`)."""
     rejected: list[RejectedVideo] = []
     remove_stale_temporaries(run_dir)
-    results = run_classical(
+    folds = run_folds(run_dir)
+    train = classical_folds if folds > 1 else run_classical
+    results = train(
         run_dir,
         backend,
         models=list(models) if models else None,
@@ -132,6 +137,8 @@ def classical(
         f"search {r.cost.search_seconds or 0:.1f}s  -> results/{r.model}.json"
         for r in results
     ]
+    if folds > 1:
+        lines.append(f"{folds} outer folds: every video tested once (macro-F1 pooled); fit and search time per fold")
     message = ", ".join(f"{r.model} F1 {r.metrics.macro_f1:.2f}" for r in results)
     return StageReport(Path(run_dir), message, rejected, lines=lines)
 
@@ -158,7 +165,9 @@ def deep(
     """``resume``: "no", "yes" or "auto" (:data:`models.deep.checkpoint.RESUME_MODES`)."""
     remove_stale_temporaries(run_dir)
     rejected: list[RejectedVideo] = []
-    result = run_deep(
+    folds = run_folds(run_dir)
+    train = deep_folds if folds > 1 else run_deep
+    result = train(
         run_dir,
         backend,
         config,
@@ -168,12 +177,15 @@ def deep(
         progress=progress,
         rejected=rejected,
     )
+    per_fold = f" per fold, F1 pooled over {folds} outer folds" if folds > 1 else ""
     message = (
-        f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s "
+        f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s{per_fold} "
         f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
     )
     notice = cache_notice(run_dir) if uses_clip_cache(config, backend) else None
-    return StageReport(Path(run_dir), message, rejected, lines=[summarize(result), *([notice] if notice else [])])
+    pooled = f" ({folds} outer folds: every video tested once; time per fold)" if folds > 1 else ""
+    summary = summarize(result) + pooled
+    return StageReport(Path(run_dir), message, rejected, lines=[summary, *([notice] if notice else [])])
 
 
 STALE_NOTE = "STALE.txt"

@@ -1,6 +1,7 @@
 """The ``prepare`` stage: index a UCF101-layout folder, check every video, split by group.
 
-Writes ``RUN_DIR/videos.csv`` (usable videos with their split), ``RUN_DIR/rejected.csv`` (unusable
+Writes ``RUN_DIR/videos.csv`` (usable videos with their split and, with ``folds`` K > 1, their
+outer fold and their split in every fold: :mod:`pipelines.data.folds`), ``RUN_DIR/rejected.csv`` (unusable
 ones with the reason, stage "prepare") and, last, ``RUN_DIR/run.json`` (config, library versions,
 seed, input fingerprint, duplicate sets). A rerun whose inputs have the same fingerprint does nothing.
 
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,11 @@ from core.runfiles import (
 )
 from pipelines.data.dataset import DatasetError, SkippedFile, VideoFile, misplaced_videos, scan_dataset
 from pipelines.data.duplicates import DuplicateSet, duplicate_reasons, find_duplicates
-from pipelines.data.preflight import preflight
-from pipelines.data.records import SPLITS, VideoRecord, read_videos_csv, write_videos_csv
+from pipelines.data.folds import check_enough_groups_for_folds, group_kfold, outer_fold_splits
+from pipelines.data.preflight import ProbeResult, preflight
+from pipelines.data.records import SPLITS, VideoRecord, fold_count, read_videos_csv, write_videos_csv
 from pipelines.data.splits import (
+    OFFICIAL_SPLIT_NUMBERS,
     OfficialSplit,
     SplitSpec,
     carve_val,
@@ -77,13 +81,16 @@ class PrepareSummary:
     rejected_csv: Path
     run_json: Path
     class_names: list[str]
-    counts: dict[str, dict[str, int]]  # split -> class -> videos
+    counts: dict[str, dict[str, int]]  # split -> class -> videos (with outer folds: fold 0's splits)
     group_counts: dict[str, int]  # split -> groups
     n_rejected: int
     n_unlisted: int = 0  # official split: videos in neither list
     up_to_date: bool = False
     split: str = "group"
     duplicates: list[DuplicateSet] = field(default_factory=list)  # byte-identical sets (rejected copies)
+    folds: int = 1  # K outer folds (1: one fixed train/val/test split)
+    fold_counts: dict[int, dict[str, int]] = field(default_factory=dict)  # fold -> class -> test videos
+    fold_group_counts: dict[int, int] = field(default_factory=dict)  # fold -> groups in its test set
 
     @property
     def n_videos(self) -> int:
@@ -109,17 +116,27 @@ class PrepareSummary:
         return lines
 
     def table(self) -> str:
-        """Videos per class and split, one line per class."""
+        """Videos per class and split (with outer folds: test videos per class and fold), one line per class."""
+        if self.folds > 1:
+            columns = [f"fold{k}" for k in range(self.folds)]
+            cells = {name: [self.fold_counts[k].get(name, 0) for k in range(self.folds)] for name in self.class_names}
+        else:
+            columns = list(SPLITS)
+            cells = {name: [self.counts.get(s, {}).get(name, 0) for s in SPLITS] for name in self.class_names}
         width = max([len("class"), *map(len, self.class_names)])
-        lines = [f"{'class':<{width}} " + " ".join(f"{split:>6}" for split in SPLITS)]
-        for name in self.class_names:
-            lines.append(f"{name:<{width}} " + " ".join(f"{self.counts.get(s, {}).get(name, 0):>6}" for s in SPLITS))
+        lines = [f"{'class':<{width}} " + " ".join(f"{column:>6}" for column in columns)]
+        lines += [f"{name:<{width}} " + " ".join(f"{n:>6}" for n in cells[name]) for name in self.class_names]
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        sizes = ", ".join(
-            f"{split} {n} ({self.group_counts.get(split, 0)} groups)" for split, n in self.split_sizes().items()
-        )
+        if self.folds > 1:
+            tests = "/".join(str(sum(self.fold_counts[k].values())) for k in range(self.folds))
+            groups = "/".join(str(self.fold_group_counts[k]) for k in range(self.folds))
+            sizes = f"{self.folds} outer folds: test videos {tests}, groups {groups}; val carved from the rest"
+        else:
+            sizes = ", ".join(
+                f"{split} {n} ({self.group_counts.get(split, 0)} groups)" for split, n in self.split_sizes().items()
+            )
         text = f"{self.n_videos} videos in {len(self.class_names)} classes ({sizes}), {self.n_rejected} rejected"
         if self.duplicates:
             text += f" ({sum(len(d.rejected) for d in self.duplicates)} byte-identical duplicate(s))"
@@ -133,45 +150,92 @@ def _summarize(paths: RunPaths, records: list[VideoRecord], class_names: list[st
                duplicates: list[DuplicateSet]) -> PrepareSummary:
     counts: dict[str, dict[str, int]] = {s: dict.fromkeys(class_names, 0) for s in SPLITS}
     groups: dict[str, set[str]] = {s: set() for s in SPLITS}
+    folds = fold_count(records)
+    fold_counts = {k: dict.fromkeys(class_names, 0) for k in range(folds if folds > 1 else 0)}
+    fold_groups: dict[int, set[str]] = {k: set() for k in fold_counts}
     for record in records:
         counts[record.split][record.class_name] += 1
         groups[record.split].add(record.group)
+        if record.fold is not None:
+            fold_counts[record.fold][record.class_name] += 1
+            fold_groups[record.fold].add(record.group)
     return PrepareSummary(
         run_dir=paths.root, videos_csv=paths.videos_csv, rejected_csv=paths.rejected_csv, run_json=paths.run_json,
         class_names=class_names, counts=counts, group_counts={s: len(g) for s, g in groups.items()},
         n_rejected=n_rejected, n_unlisted=n_unlisted, up_to_date=up_to_date, split=split, duplicates=duplicates,
+        folds=folds,
+        fold_counts=fold_counts, fold_group_counts={k: len(g) for k, g in fold_groups.items()},
     )
 
 
-def _official_assignment(files: list[VideoFile], official: OfficialSplit, classes: list[str]) -> list[str | None]:
+@dataclass
+class _Lists:
+    """UCF101's official lists and their verdict on each scanned file: its split ("train" | "test")
+    for ``official:N``, its outer fold (the test list that names it) for ``official:all``; None
+    when no list names it."""
+
+    splits: list[OfficialSplit]
+    verdicts: list[str | int | None]
+
+    def signatures(self) -> list[dict[str, Any]]:
+        return [file_signature(o.folder / name) for o in self.splits for name in list_file_names(o.number)]
+
+
+def _check_classes_listed(classes: list[str], official: OfficialSplit) -> None:
     missing = [name for name in classes if name not in official.class_order]
     if missing:
         raise DatasetError(
             f"class(es) {', '.join(missing)} are not in {official.folder / 'classInd.txt'}; "
             f"pick classes from it with --classes, or use --split group"
         )
-    return [official.split_of(f.class_name, f.path.name) for f in files]
 
 
-def _check_official_coverage(classes: list[str], splits: Sequence[str | None], files: list[VideoFile],
-                             official: OfficialSplit) -> None:
-    present = Counter((f.class_name, s) for f, s in zip(files, splits, strict=True) if s)
-    lacking = [f"{name} ({split})" for name in classes for split in ("train", "test") if not present[(name, split)]]
-    if lacking:
-        train, test, _ = list_file_names(official.number)
+def _fold_of(splits: list[OfficialSplit], file: VideoFile) -> int | None:
+    """The official test list that names ``file`` (0 for testlist01), None if none does."""
+    found = [k for k, official in enumerate(splits) if official.split_of(file.class_name, file.path.name) == "test"]
+    if len(found) > 1:
+        names = ", ".join(list_file_names(splits[k].number)[1] for k in found)
         raise DatasetError(
-            f"official split {official.number}: no listed video for {', '.join(lacking)}; the lists in "
-            f"{official.folder} ({train}, {test}) name files that are not under DATA_ROOT; check the file names, "
-            f"or use --split group"
+            f"{file.path} is in several official test lists ({names} in {splits[0].folder}); the lists of "
+            f"--split official:all must not overlap: check them, or use --split group --folds 3"
+        )
+    return found[0] if found else None
+
+
+def _read_lists(data_root: Path, files: list[VideoFile], spec: SplitSpec, classes: list[str]) -> _Lists:
+    numbers = OFFICIAL_SPLIT_NUMBERS if spec.all_lists else (spec.number,)
+    splits = [load_official_split(data_root, number) for number in numbers if number is not None]
+    _check_classes_listed(classes, splits[0])
+    if spec.all_lists:
+        return _Lists(splits, [_fold_of(splits, f) for f in files])
+    return _Lists(splits, [splits[0].split_of(f.class_name, f.path.name) for f in files])
+
+
+def _check_official_coverage(classes: list[str], verdicts: Sequence[str | int | None], files: list[VideoFile],
+                             lists: _Lists) -> None:
+    """Every class has listed videos in the train and test list (official:N) or in every test list (official:all)."""
+    present = Counter((f.class_name, v) for f, v in zip(files, verdicts, strict=True) if v is not None)
+    if len(lists.splits) > 1:  # official:all: verdicts are folds, one per test list
+        parts = {k: list_file_names(o.number)[1] for k, o in enumerate(lists.splits)}
+        which = "all"
+    else:
+        train, test, _ = list_file_names(lists.splits[0].number)
+        parts, which = {"train": train, "test": test}, str(lists.splits[0].number)
+    lacking = [f"{name} ({part})" for name in classes for key, part in parts.items() if not present[(name, key)]]
+    if lacking:
+        raise DatasetError(
+            f"official split {which}: no listed video for {', '.join(lacking)}; the lists in "
+            f"{lists.splits[0].folder} ({', '.join(parts.values())}) name files that are not under DATA_ROOT; "
+            f"check the file names, or use --split group"
         )
 
 
-def _input_fingerprint(data_root: Path, files: list[VideoFile], config: dict[str, Any],
-                       official: OfficialSplit | None, misplaced: list[SkippedFile]) -> str:
-    lists = [] if official is None else [file_signature(official.folder / n) for n in list_file_names(official.number)]
+def _input_fingerprint(data_root: Path, files: list[VideoFile], config: dict[str, Any], lists: _Lists | None,
+                       misplaced: list[SkippedFile]) -> str:
     signatures = [file_signature(f.path) for f in files]
     skipped = [(str(item.path), item.reason) for item in misplaced]
-    return fingerprint(PREPARE_VERSION, str(data_root), config, signatures, lists, skipped)
+    return fingerprint(PREPARE_VERSION, str(data_root), config, signatures,
+                       [] if lists is None else lists.signatures(), skipped)
 
 
 def _is_up_to_date(paths: RunPaths, input_fingerprint: str) -> bool:
@@ -213,17 +277,49 @@ def _check_every_class_usable(class_names: list[str], usable: list[VideoFile], r
     )
 
 
-def _split_usable(files: list[VideoFile], assigned: list[str | None], class_names: list[str],
-                  official: OfficialSplit | None, *, val: float, test: float, seed: int, note: str) -> list[str]:
-    """The split of each usable file: by group, or the official lists with val carved out of train."""
-    classes, groups = [f.class_name for f in files], [f.group for f in files]
-    if official is None:
-        try:
-            return group_split(classes, groups, val=val, test=test, seed=seed)
-        except ValueError as exc:
-            raise type(exc)(f"{exc} ({note})") from None
-    _check_official_coverage(class_names, assigned, files, official)
-    return carve_val(classes, groups, [s or "" for s in assigned], val=val, seed=seed)
+def _resolve_folds(spec: SplitSpec, folds: int | None) -> int:
+    """K: 3 for official:all (its three test lists), else ``folds`` (default 1, one fixed split)."""
+    if spec.all_lists:
+        if folds not in (None, len(OFFICIAL_SPLIT_NUMBERS)):
+            raise ValueError(
+                f"--split official:all takes UCF101's {len(OFFICIAL_SPLIT_NUMBERS)} test lists as the outer folds; "
+                f"drop --folds {folds}, or use --split group --folds {folds}"
+            )
+        return len(OFFICIAL_SPLIT_NUMBERS)
+    folds = 1 if folds is None else folds
+    if folds < 1:
+        raise ValueError(f"--folds must be at least 1 (1: one fixed train/val/test split), got {folds}")
+    if folds > 1 and spec.kind == "official":
+        raise ValueError(
+            f"--split {spec} is one fixed split; for outer folds use --split official:all (the three official "
+            f"test lists) or --split group --folds {folds}"
+        )
+    return folds
+
+
+@dataclass(frozen=True)
+class _Assignment:
+    """Each item's split and, with outer folds, its fold and its split in every fold."""
+
+    splits: list[str]
+    folds: list[int] | None = None
+    fold_splits: list[tuple[str, ...]] | None = None
+
+
+def _assign(classes: list[str], groups: list[str], verdicts: Sequence[str | int | None] | None, *, spec: SplitSpec,
+            folds: int, val: float, test: float, seed: int) -> _Assignment:
+    """Splits (and outer folds) of the items; with official lists every item has a verdict."""
+    listed = list(verdicts or [])
+    if spec.all_lists or folds > 1:
+        if spec.all_lists:
+            fold_of = [int(v) for v in listed if v is not None]
+        else:
+            fold_of = group_kfold(classes, groups, folds=folds, seed=seed)
+        per_fold = outer_fold_splits(classes, groups, fold_of, val=val, seed=seed)
+        return _Assignment([splits[0] for splits in per_fold], fold_of, per_fold)
+    if spec.kind == "official":
+        return _Assignment(carve_val(classes, groups, [str(v) for v in listed], val=val, seed=seed))
+    return _Assignment(group_split(classes, groups, val=val, test=test, seed=seed))
 
 
 def _up_to_date_summary(paths: RunPaths, class_names: list[str], split: str) -> PrepareSummary:
@@ -243,93 +339,97 @@ def prepare_run(
     val: float = 0.15,
     test: float = 0.2,
     seed: int = 0,
+    folds: int | None = None,
     progress: bool = True,
     workers: int | None = None,
 ) -> PrepareSummary:
     """Index ``data_root``, pre-flight check every video, split by group and write the run files.
 
     ``split``: "group" (stratified train/val/test by group; ``val``/``test`` are fractions of each
-    class's groups) or "official:N" (UCF101 lists; val is ``val`` of each class's train groups,
-    ``test`` is ignored). Labels follow the sorted class names, or classInd.txt for official splits.
+    class's groups), "official:N" (UCF101 lists; val is ``val`` of each class's train groups,
+    ``test`` is ignored) or "official:all" (the three test lists as outer folds).
+    ``folds``: K > 1 outer folds of whole groups (:mod:`pipelines.data.folds`; ``test`` is ignored,
+    each fold is the test set once); default 1, or 3 for official:all.
+    Labels follow the sorted class names, or classInd.txt for official splits.
     Raises :class:`ValueError` / :class:`FileNotFoundError` subclasses naming the problem and the fix;
     the input errors are raised before any video is decoded.
     """
     spec: SplitSpec = parse_split_spec(split)
-    if spec.kind == "group":
+    n_folds = _resolve_folds(spec, folds)
+    if spec.kind == "group" and n_folds == 1:
         check_fractions(val, test)
     else:
         check_fraction("val", val)
     data_root = Path(data_root).resolve()
     paths = RunPaths(run_dir)
 
-    files = scan_dataset(data_root, classes)
+    scanned = scan_dataset(data_root, classes)
     misplaced = misplaced_videos(data_root, classes)
-    class_names = sorted({f.class_name for f in files})
-    official: OfficialSplit | None = None
-    assigned: list[str | None] = []
-    if spec.number is not None:
-        official = load_official_split(data_root, spec.number)
-        class_names = [name for name in official.class_order if name in set(class_names)] + [
-            name for name in class_names if name not in official.class_order
-        ]
-        assigned = _official_assignment(files, official, class_names)
-        _check_official_coverage(class_names, assigned, files, official)
-        listed = [i for i, s in enumerate(assigned) if s is not None]
-        carve_val([files[i].class_name for i in listed], [files[i].group for i in listed],
-                  [assigned[i] or "" for i in listed], val=val, seed=seed)  # too few train groups: fail now
-    else:
+    class_names = sorted({f.class_name for f in scanned})
+    files, verdicts, lists = scanned, None, None
+    if spec.kind == "official":
+        lists = _read_lists(data_root, scanned, spec, class_names)
+        order = lists.splits[0].class_order
+        class_names = [name for name in order if name in set(class_names)] + [n for n in class_names if n not in order]
+        _check_official_coverage(class_names, lists.verdicts, scanned, lists)
+        listed = [i for i, v in enumerate(lists.verdicts) if v is not None]
+        files, verdicts = [scanned[i] for i in listed], [lists.verdicts[i] for i in listed]
+    assign = partial(_assign, spec=spec, folds=n_folds, val=val, test=test, seed=seed)
+    # Too few groups: fail now, before any video is decoded.
+    if spec.kind == "group" and n_folds == 1:
         check_enough_groups([f.class_name for f in files], [f.group for f in files], val=val, test=test)
+    elif spec.kind == "group":
+        check_enough_groups_for_folds([f.class_name for f in files], [f.group for f in files], n_folds)
+    else:
+        assign([f.class_name for f in files], [f.group for f in files], verdicts)
 
     config = {
         "data_root": str(data_root),
         "classes": list(classes) if classes else None,
         "split": str(spec),
         "val": val,
-        "test": test if official is None else None,
+        "test": test if spec.kind == "group" and n_folds == 1 else None,
         "seed": seed,
+        # Only with outer folds, so that runs prepared before --folds existed stay up to date.
+        **({"folds": n_folds} if n_folds > 1 else {}),
     }
-    input_fingerprint = _input_fingerprint(data_root, files, config, official, misplaced)
+    input_fingerprint = _input_fingerprint(data_root, scanned, config, lists, misplaced)
     if _is_up_to_date(paths, input_fingerprint):
         return _up_to_date_summary(paths, class_names, str(spec))
 
-    assigned = assigned or [None] * len(files)
-    in_use = [(f, s) for f, s in zip(files, assigned, strict=True) if official is None or s is not None]
-    n_unlisted = len(files) - len(in_use)  # official split: in neither list
-    duplicates = find_duplicates([f for f, _ in in_use])
-    dropped = duplicate_reasons(files, duplicates)
-    candidates = [(f, s) for f, s in in_use if str(f.path) not in dropped]
-
+    n_unlisted = len(scanned) - len(files)  # official lists: files in none of them
+    duplicates = find_duplicates(files)
+    dropped = duplicate_reasons(scanned, duplicates)
+    candidates = [(f, v) for f, v in zip(files, verdicts or [None] * len(files), strict=True)
+                  if str(f.path) not in dropped]
     probes = preflight([f.path for f, _ in candidates], workers=workers, progress=progress)
-    class_of = {str(f.path): f.class_name for f in files}
+    class_of = {str(f.path): f.class_name for f in scanned}
     rejected = _misplaced_rejections(data_root, misplaced) + [
         Rejection(path, reason, class_of[path]) for path, reason in dropped.items()
     ] + [Rejection(p.path, p.reason, class_of[str(p.path)]) for p in probes if not p.ok]
-    usable = [(f, probe, s) for (f, s), probe in zip(candidates, probes, strict=True) if probe.ok]
+    usable = [(f, probe, v) for (f, v), probe in zip(candidates, probes, strict=True) if probe.ok]
     _write_rejected(paths, rejected)
     _check_every_class_usable(class_names, [f for f, _, _ in usable], rejected, data_root, paths)
 
-    splits = _split_usable([f for f, _, _ in usable], [s for _, _, s in usable], class_names, official,
-                           val=val, test=test, seed=seed, note=f"after {len(rejected)} file(s) were rejected, "
-                           f"see {paths.rejected_csv}")
-
-    label_of = {name: index for index, name in enumerate(class_names)}
-    records = [
-        VideoRecord(
-            video_id=f.video_id, path=str(f.path), class_name=f.class_name, label=label_of[f.class_name],
-            group=f.group, split=split_name, codec=probe.codec, frames=probe.frames, fps=probe.fps,
-            width=probe.width, height=probe.height,
-        )
-        for (f, probe, _), split_name in zip(usable, splits, strict=True)
-    ]
+    if lists is not None:
+        _check_official_coverage(class_names, [v for _, _, v in usable], [f for f, _, _ in usable], lists)
+    try:
+        assignment = assign([f.class_name for f, _, _ in usable], [f.group for f, _, _ in usable],
+                            None if lists is None else [v for _, _, v in usable])
+    except ValueError as exc:
+        note = f"after {len(rejected)} file(s) were rejected, see {paths.rejected_csv}"
+        raise type(exc)(f"{exc} ({note})") from None
+    records = _records([(f, probe) for f, probe, _ in usable], assignment, class_names)
     write_videos_csv(paths.videos_csv, records)
     summary = _summarize(paths, records, class_names, len(rejected), n_unlisted, str(spec), up_to_date=False,
                          duplicates=duplicates)
-    _write_run_json(paths, summary, config, official, input_fingerprint, seed)
+    _write_run_json(paths, summary, config, seed, lists, input_fingerprint)
     return summary
 
 
-def _write_run_json(paths: RunPaths, summary: PrepareSummary, config: dict[str, Any],
-                    official: OfficialSplit | None, input_fingerprint: str, seed: int) -> None:
+def _write_run_json(paths: RunPaths, summary: PrepareSummary, config: dict[str, Any], seed: int,
+                    lists: _Lists | None, input_fingerprint: str) -> None:
+    """Last, so that a run.json says the files before it are complete."""
     atomic_write_json(
         paths.run_json,
         {
@@ -338,9 +438,11 @@ def _write_run_json(paths: RunPaths, summary: PrepareSummary, config: dict[str, 
             "config": config,
             "seed": seed,
             "class_names": summary.class_names,
-            "official_lists": None if official is None else str(official.folder),
+            "official_lists": None if lists is None else str(lists.splits[0].folder),
             "counts": summary.counts,
             "group_counts": summary.group_counts,
+            "folds": summary.folds,
+            "fold_counts": summary.fold_counts,
             "n_videos": summary.n_videos,
             "n_rejected": summary.n_rejected,
             "n_unlisted": summary.n_unlisted,
@@ -350,6 +452,21 @@ def _write_run_json(paths: RunPaths, summary: PrepareSummary, config: dict[str, 
             "prepare_version": PREPARE_VERSION,
         },
     )
+
+
+def _records(usable: list[tuple[VideoFile, ProbeResult]], assignment: _Assignment,
+             class_names: list[str]) -> list[VideoRecord]:
+    label_of = {name: index for index, name in enumerate(class_names)}
+    return [
+        VideoRecord(
+            video_id=f.video_id, path=str(f.path), class_name=f.class_name, label=label_of[f.class_name],
+            group=f.group, split=assignment.splits[i], codec=probe.codec, frames=probe.frames, fps=probe.fps,
+            width=probe.width, height=probe.height,
+            fold=None if assignment.folds is None else assignment.folds[i],
+            fold_splits="" if assignment.fold_splits is None else " ".join(assignment.fold_splits[i]),
+        )
+        for i, (f, probe) in enumerate(usable)
+    ]
 
 
 def summary_dict(summary: PrepareSummary) -> dict[str, Any]:

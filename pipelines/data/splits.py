@@ -7,7 +7,8 @@ across all classes, as in the official lists, so every class's ``g01`` lands in 
 per-file groups of other names stratify by class. The random state of a stratum depends only on
 the seed and its first class name, so choosing a subset of classes does not move the other
 classes' groups. ``--split official:N`` reads the UCF101 lists
-(``trainlistNN.txt``, ``testlistNN.txt``, ``classInd.txt``) and carves val out of train by group.
+(``trainlistNN.txt``, ``testlistNN.txt``, ``classInd.txt``) and carves val out of train by group;
+``--split official:all`` takes the three test lists as outer folds (:mod:`pipelines.data.folds`).
 """
 
 from __future__ import annotations
@@ -40,23 +41,38 @@ class OfficialListsNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """``group`` or ``official`` with the UCF101 split number (1..3 for UCF101)."""
+    """``group``, or ``official`` with the UCF101 split number (1..3 for UCF101); ``official`` without a
+    number is ``official:all``: the three official test lists as outer folds."""
 
     kind: str = "group"
     number: int | None = None
 
+    @property
+    def all_lists(self) -> bool:
+        return self.kind == "official" and self.number is None
+
     def __str__(self) -> str:
-        return self.kind if self.number is None else f"{self.kind}:{self.number}"
+        if self.kind == "group":
+            return "group"
+        return f"official:{'all' if self.number is None else self.number}"
+
+
+OFFICIAL_SPLIT_NUMBERS = (1, 2, 3)  # official:all reads these lists; their test lists are the folds
 
 
 def parse_split_spec(text: str) -> SplitSpec:
-    """``"group"`` or ``"official:N"`` -> :class:`SplitSpec`; ValueError with the accepted forms."""
+    """``"group"``, ``"official:N"`` or ``"official:all"`` -> :class:`SplitSpec`; ValueError with the accepted forms."""
     kind, _, number = text.strip().partition(":")
     if kind == "group" and not number:
         return SplitSpec("group")
     if kind == "official" and number.isdigit() and int(number) >= 1:
         return SplitSpec("official", int(number))
-    raise ValueError(f"unknown split {text!r}; use 'group' or 'official:N' (N = 1, 2 or 3 for UCF101)")
+    if kind == "official" and number == "all":
+        return SplitSpec("official")
+    raise ValueError(
+        f"unknown split {text!r}; use 'group', 'official:N' (N = 1, 2 or 3 for UCF101) or 'official:all' "
+        f"(the three official test lists as outer folds)"
+    )
 
 
 def check_fraction(name: str, value: float) -> None:
@@ -90,7 +106,8 @@ def min_groups_needed(val: float, test: float) -> int:
     return 3
 
 
-def _class_seed(seed: int, class_name: str, salt: int = 0) -> int:
+def class_seed(seed: int, class_name: str, salt: int = 0) -> int:
+    """The random state of one stratum's draw: from the seed, its first class name and a salt per draw."""
     state = np.random.SeedSequence([seed & 0xFFFFFFFF, zlib.crc32(class_name.encode("utf-8")), salt])
     return int(state.generate_state(1)[0])
 
@@ -130,7 +147,8 @@ def _items_by_stratum(classes: Sequence[str], groups: Sequence[str]) -> dict[str
     return dict(members)
 
 
-def _groups_per_class(classes: Sequence[str], groups: Sequence[str]) -> dict[str, int]:
+def groups_per_class(classes: Sequence[str], groups: Sequence[str]) -> dict[str, int]:
+    """Distinct groups of each class, by class name."""
     found: dict[str, set[str]] = defaultdict(set)
     for class_name, group in zip(classes, groups, strict=True):
         found[class_name].add(group)
@@ -154,7 +172,7 @@ def _check_every_class_in(classes: Sequence[str], splits: Sequence[str], names: 
 def check_enough_groups(classes: Sequence[str], groups: Sequence[str], *, val: float, test: float) -> None:
     """Raise :class:`TooFewGroupsError` naming every class with fewer groups than the split needs."""
     needed = min_groups_needed(val, test)
-    short = {name: n for name, n in _groups_per_class(classes, groups).items() if n < needed}
+    short = {name: n for name, n in groups_per_class(classes, groups).items() if n < needed}
     if short:
         listed = ", ".join(f"{name} has {n}" for name, n in short.items())
         raise TooFewGroupsError(
@@ -241,13 +259,13 @@ def group_split(
         indices = np.asarray(members)
         group_classes = _classes_of_groups(classes, groups, members)
         n_train, n_val, n_test = group_counts(len(group_classes), val, test)
-        rest, test_idx = _shuffle_split(indices, group_array, n_train + n_val, n_test, _class_seed(seed, class_name, 0))
-        train_idx, val_idx = _shuffle_split(rest, group_array, n_train, n_val, _class_seed(seed, class_name, 1))
+        rest, test_idx = _shuffle_split(indices, group_array, n_train + n_val, n_test, class_seed(seed, class_name, 0))
+        train_idx, val_idx = _shuffle_split(rest, group_array, n_train, n_val, class_seed(seed, class_name, 1))
         split_of = {groups[i]: name for name, chosen in (("train", train_idx), ("val", val_idx), ("test", test_idx))
                     for i in chosen}
         if not _covers_every_class(split_of, group_classes, SPLITS):
             counts = {"test": n_test, "val": n_val, "train": n_train}
-            split_of = _searched_split(group_classes, counts, _class_seed(seed, class_name, 3), SPLITS)
+            split_of = _searched_split(group_classes, counts, class_seed(seed, class_name, 3), SPLITS)
         for index in members:
             splits[index] = split_of[groups[index]]
     _check_every_class_in(classes, splits, SPLITS)
@@ -266,7 +284,7 @@ def carve_val(
     train = [i for i, split in enumerate(splits) if split == "train"]
     train_classes = [classes[i] for i in train]
     members = _items_by_stratum(train_classes, [groups[i] for i in train])
-    short = {name: n for name, n in _groups_per_class(train_classes, [groups[i] for i in train]).items() if n < 2}
+    short = {name: n for name, n in groups_per_class(train_classes, [groups[i] for i in train]).items() if n < 2}
     if short:
         listed = ", ".join(f"{name} has {n}" for name, n in short.items())
         raise TooFewGroupsError(
@@ -281,12 +299,12 @@ def carve_val(
         group_classes = _classes_of_groups(classes, groups, chosen)
         n_groups = len(group_classes)
         n_val = min(max(1, _round(val * n_groups)), n_groups - 1)
-        _, val_idx = _shuffle_split(indices, group_array, n_groups - n_val, n_val, _class_seed(seed, class_name, 2))
+        _, val_idx = _shuffle_split(indices, group_array, n_groups - n_val, n_val, class_seed(seed, class_name, 2))
         val_groups = {groups[i] for i in val_idx}
         split_of = {g: "val" if g in val_groups else "train" for g in group_classes}
         if not _covers_every_class(split_of, group_classes, ("train", "val")):
             counts = {"val": n_val, "train": n_groups - n_val}
-            split_of = _searched_split(group_classes, counts, _class_seed(seed, class_name, 4), ("train", "val"))
+            split_of = _searched_split(group_classes, counts, class_seed(seed, class_name, 4), ("train", "val"))
         for index in chosen:
             result[index] = split_of[groups[index]]
     _check_every_class_in([classes[i] for i in train], [result[i] for i in train], ("train", "val"))

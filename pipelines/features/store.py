@@ -27,8 +27,8 @@ import os
 import pickle
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,19 @@ class FeatureSet:
         )
         splits = ", ".join(f"{s} {int(n)}" for s, n in zip(*np.unique(self.splits, return_counts=True), strict=True))
         return f"{len(self)} videos x {self.X.shape[1]} features ({groups}); {splits}"
+
+
+def with_splits(features: FeatureSet, splits: Mapping[str, str], fingerprint: str) -> FeatureSet:
+    """The same matrix under other splits (``splits``: video id -> split) and ``fingerprint``.
+
+    A feature row depends on its video and the kernel settings only, never on the split, so the
+    matrix of a run serves every outer fold of it (``prepare --folds``) without recomputing.
+    """
+    missing = [str(video_id) for video_id in features.video_ids if str(video_id) not in splits]
+    if missing:
+        raise ValueError(f"no split given for {len(missing)} video(s) of the feature matrix, e.g. {missing[0]}")
+    new_splits = np.array([splits[str(video_id)] for video_id in features.video_ids])
+    return replace(features, splits=new_splits, fingerprint=fingerprint)
 
 
 def save_features(path: str | os.PathLike[str], features: FeatureSet) -> None:

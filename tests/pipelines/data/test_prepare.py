@@ -119,7 +119,7 @@ def test_official_split(tree: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--split", "foo"], "use 'group' or 'official:N'"),
+        (["--split", "foo"], "use 'group', 'official:N'"),
         (["--val", "1.5"], "--val"),
         (["--val", "0.5", "--test", "0.5"], "leave no training data"),
         (["--split", "official:1", "--test", "0.3"], "--test applies to --split group only"),
@@ -161,3 +161,73 @@ def test_class_without_usable_video(tmp_path: Path) -> None:
     with open(tmp_path / "run" / "rejected.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 3 * CLIPS + 1
     assert not (tmp_path / "run" / "videos.csv").exists()
+
+
+def test_prepare_with_outer_folds(tree: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = invoke(str(tree), "--run", str(run), "--folds", "3")
+    assert result.exit_code == 0, result.output
+    assert "3 outer folds" in result.output and "fold2" in result.output
+    records = read_videos_csv(run / "videos.csv")
+    assert len(records) == len(CLASSES) * GROUPS * CLIPS
+    folds_of_group: dict[str, set[int | None]] = {}
+    for r in records:
+        folds_of_group.setdefault(r.group, set()).add(r.fold)
+    assert all(len(found) == 1 for found in folds_of_group.values())  # no group in two folds' test sets
+    assert {r.fold for r in records} == {0, 1, 2}
+    for k in range(3):
+        in_fold = [(r.class_name, r.group, r.fold_splits.split()[k]) for r in records]
+        assert {g for _, g, s in in_fold if s == "test"} == {r.group for r in records if r.fold == k}
+        assert {(c, s) for c, _, s in in_fold} == {(c, s) for c in CLASSES for s in ("train", "val", "test")}
+    assert all(r.split == r.fold_splits.split()[0] for r in records)  # `split` is fold 0's
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["folds"] == 3 and meta["config"]["folds"] == 3 and meta["config"]["test"] is None
+
+    assert "up to date" in invoke(str(tree), "--run", str(run), "--folds", "3").output
+    # Other folds redo the index: a new fold column, so whatever depends on it is redone.
+    two = prepare_run(tree, run, folds=2, progress=False)
+    assert not two.up_to_date and two.folds == 2
+    assert {r.fold for r in read_videos_csv(run / "videos.csv")} == {0, 1}
+    one = prepare_run(tree, run, progress=False)  # back to one split: no fold columns
+    assert one.folds == 1 and "fold" not in (run / "videos.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--folds", "3", "--test", "0.3"], 2, "--test applies to one split only"),
+        (["--folds", "0"], 2, "--folds"),
+        (["--folds", "5"], 1, "too few groups for --folds 5"),
+        (["--split", "official:1", "--folds", "3"], 1, "use --split official:all"),
+    ],
+)
+def test_bad_fold_arguments(tree: Path, tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    result = invoke(str(tree), "--run", str(tmp_path / "run"), *args)
+    assert result.exit_code == code and message in result.output, result.output
+    assert not (tmp_path / "run" / "videos.csv").exists()
+
+
+def test_official_all_takes_the_three_test_lists_as_folds(tree: Path, tmp_path: Path) -> None:
+    lists = tree.parent / "ucfTrainTestlist"
+    lists.mkdir(exist_ok=True)
+    order = ["Punch", "PushUps", "PullUps"]
+    (lists / "classInd.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(order, 1)))
+    test_groups = {1: (1,), 2: (2,), 3: (3, 4)}
+    for number, groups in test_groups.items():
+        names = [f"{c}/v_{c}_g{g:02d}_c{k:02d}.avi" for c in CLASSES for g in range(1, 5) for k in (1, 2)]
+        test = [name for name in names if int(name.split("_g")[1][:2]) in groups]
+        train = [f"{name} 1" for name in names if name not in test]
+        (lists / f"trainlist{number:02d}.txt").write_text("\n".join(train) + "\n")
+        (lists / f"testlist{number:02d}.txt").write_text("\n".join(test) + "\n")
+    run = tmp_path / "run"
+    try:
+        result = invoke(str(tree), "--run", str(run), "--split", "official:all")
+        assert result.exit_code == 0, result.output
+        records = read_videos_csv(run / "videos.csv")
+        assert {(r.group, r.fold) for r in records} == {("g01", 0), ("g02", 1), ("g03", 2), ("g04", 2)}
+        assert {r.class_name: r.label for r in records} == {"Punch": 0, "PushUps": 1, "PullUps": 2}  # classInd
+        assert json.loads((run / "run.json").read_text())["config"]["split"] == "official:all"
+        bad = invoke(str(tree), "--run", str(tmp_path / "other"), "--split", "official:all", "--folds", "5")
+        assert bad.exit_code == 1 and "takes UCF101's 3 test lists as the outer folds; drop --folds 5" in bad.output
+    finally:
+        shutil.rmtree(lists)

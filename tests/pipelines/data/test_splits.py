@@ -265,5 +265,5 @@ def test_parse_split_spec() -> None:
     assert parse_split_spec("official:2") == SplitSpec("official", 2)
     assert str(parse_split_spec("official:1")) == "official:1"
     for bad in ("foo", "official", "official:0", "official:x", "group:1"):
-        with pytest.raises(ValueError, match="use 'group' or 'official:N'"):
+        with pytest.raises(ValueError, match="use 'group', 'official:N'"):
             parse_split_spec(bad)

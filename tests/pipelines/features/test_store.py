@@ -12,7 +12,7 @@ from core.backend import resolve_backend
 from core.runfiles import read_rejected
 from pipelines.data.records import VideoRecord, read_videos_csv, write_videos_csv
 from pipelines.features.kernel import FeatureSpec, feature_groups, feature_names
-from pipelines.features.store import FeatureSet, extract_features, load_features, save_features
+from pipelines.features.store import FeatureSet, extract_features, load_features, save_features, with_splits
 from pipelines.video.codecs import codec_extension, write_video
 
 SPEC = FeatureSpec(frames=12, size=32)
@@ -80,6 +80,28 @@ def test_npz_round_trip(tmp_path):
     features.spec = None
     save_features(path, features)
     assert load_features(path).spec is None
+
+
+def test_with_splits_reuses_the_matrix_under_an_outer_fold_s_splits():
+    names = feature_names(SPEC)
+    features = FeatureSet(
+        X=np.arange(3 * len(names), dtype=np.float32).reshape(3, len(names)),
+        feature_names=np.array(names),
+        feature_groups=np.array(feature_groups(SPEC)),
+        video_ids=np.array(["a/1", "a/2", "b/1"]),
+        labels=np.array([0, 0, 1], np.int64),
+        splits=np.array(["train", "val", "test"]),
+        groups=np.array(["g1", "g2", "g1"]),
+        class_names=np.array(["a", "b"]),
+        fingerprint="run",
+        spec=SPEC,
+    )
+    fold = with_splits(features, {"b/1": "train", "a/1": "test", "a/2": "train", "c/9": "val"}, "fold1")
+    assert fold.splits.tolist() == ["test", "train", "train"] and fold.fingerprint == "fold1"
+    assert fold.X is features.X and fold.spec == SPEC and fold.video_ids.tolist() == ["a/1", "a/2", "b/1"]
+    assert features.splits.tolist() == ["train", "val", "test"] and features.fingerprint == "run"  # untouched
+    with pytest.raises(ValueError, match="no split given for 1 video.*b/1"):
+        with_splits(features, {"a/1": "test", "a/2": "train"}, "fold1")
 
 
 def test_old_file_without_the_spec_names_the_file_and_the_fix(tmp_path):
