@@ -3,7 +3,8 @@
 A file passes when it opens, has a video stream, all its packets demux, and its first and last
 frames decode. The frame count is the number of demuxed packets (headers are often wrong: AVI
 ``avih`` counts survive truncation, WebM has none). Only the first and the last group of
-pictures are decoded, so a check costs a demux pass plus a few frames.
+pictures are decoded, so a check costs a demux pass plus a few frames. The same demux pass gives
+the video's keyframe index (:mod:`pipelines.data.keyframes`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 
 from core.console import progress_bar
+from pipelines.data.keyframes import KeyframeIndex, index_from_packets
 
 # Reject reasons: the text before the colon in ProbeResult.reason.
 EMPTY_FILE = "empty file"
@@ -56,6 +58,9 @@ class ProbeResult:
     fps: float = 0.0
     width: int = 0
     height: int = 0
+    # Built from the same demux pass (see pipelines.data.keyframes); None when the timestamps
+    # cannot identify frames.
+    keyframes: KeyframeIndex | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -164,11 +169,14 @@ def _probe(path: Path) -> ProbeResult:
         first_gop: list[av.Packet] = []
         last_gop: list[av.Packet] = []
         end_time: float | None = None
+        timestamps: tuple[list[int | None], list[int | None], list[bool]] = ([], [], [])
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
                 packets += 1
+                for values, value in zip(timestamps, (packet.pts, packet.dts, packet.is_keyframe), strict=True):
+                    values.append(value)
                 if packet.is_keyframe:
                     last_gop = []
                 last_gop.append(packet)
@@ -207,7 +215,13 @@ def _probe(path: Path) -> ProbeResult:
         if fps <= 0:
             raise _Reject(NO_DECODABLE_FRAME, "no frame rate in the header and no timestamps")
         return ProbeResult(
-            path=str(path), codec=codec, frames=packets, fps=round(fps, 6), width=first.width, height=first.height
+            path=str(path),
+            codec=codec,
+            frames=packets,
+            fps=round(fps, 6),
+            width=first.width,
+            height=first.height,
+            keyframes=index_from_packets(*timestamps),
         )
 
 

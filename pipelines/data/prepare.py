@@ -26,6 +26,7 @@ from core.runfiles import (
     write_rejected,
 )
 from pipelines.data.dataset import DatasetError, VideoFile, scan_dataset
+from pipelines.data.keyframes import save_keyframe_indexes
 from pipelines.data.preflight import ProbeResult, preflight
 from pipelines.data.records import SPLITS, VideoRecord, read_videos_csv, write_videos_csv
 from pipelines.data.splits import (
@@ -259,6 +260,9 @@ def prepare_run(
         for (f, probe, _), split_name in zip(usable, splits, strict=True)
     ]
     write_videos_csv(paths.videos_csv, records)
+    save_keyframe_indexes(
+        paths.keyframes_npz, {probe.path: probe.keyframes for _, probe, _ in usable if probe.keyframes is not None}
+    )
     summary = _summarize(paths, records, class_names, len(rejected), n_unlisted, str(spec), up_to_date=False)
 
     atomic_write_json(
