@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from analysis.report import analyze_run
 from core.backend import Backend
@@ -109,13 +110,24 @@ def classical(
     return StageReport(Path(run_dir), message, lines=lines)
 
 
-def cache_notice(run_dir: str | os.PathLike[str]) -> str | None:
-    """The line about the decoded-clip cache's size on disk (None when empty)."""
+def cache_notice(run_dir: str | os.PathLike[str], decode: dict[str, Any] | None = None) -> str | None:
+    """The line about the decoded-clip cache: its size on disk and, from a result's ``decode``
+    counters (:func:`models.deep.build.decode_summary`), its hit rate and limit (None when empty)."""
     cache_dir = RunPaths(run_dir).cache_dir
     size = ClipCache(cache_dir).cache_size_bytes()
     if size <= 0:
         return None
-    return f"decoded-clip cache: {size / 2**20:.1f} MiB in {cache_dir} (safe to delete; rebuilt on the next pass)"
+    decode = decode or {}
+    usage = ""
+    if decode.get("cache_hit_rate") is not None:
+        looked_up = decode.get("cache_hits", 0) + decode.get("cache_misses", 0)
+        usage = f", hit rate {100 * decode['cache_hit_rate']:.0f}% of {looked_up:.0f} video reads"
+    if decode.get("cache_max_bytes"):
+        usage += f", limit {decode['cache_max_bytes'] / 1e9:.2f} GB ({decode.get('cache_evictions', 0):.0f} evicted)"
+    return (
+        f"decoded-clip cache: {size / 2**20:.1f} MiB in {cache_dir}{usage} "
+        "(safe to delete; rebuilt on the next pass)"
+    )
 
 
 def deep(
@@ -143,7 +155,7 @@ def deep(
         f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s "
         f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
     )
-    notice = cache_notice(run_dir) if config.cache else None
+    notice = cache_notice(run_dir, result.config.get("decode")) if config.cache else None
     return StageReport(Path(run_dir), message, rejected, lines=[summarize(result), *([notice] if notice else [])])
 
 

@@ -101,7 +101,25 @@ def make_loaders(
             run_dir=run_dir,
             num_threads=config.num_threads,
             cache_dir=RunPaths(run_dir).cache_dir if config.cache else None,
+            cache_max_bytes=None if config.cache_max_gb is None else int(config.cache_max_gb * 1e9),
             stage=f"deep-{config.model}",
             **shard,
         )
     return loaders
+
+
+def decode_summary(counts: Sequence[dict[str, float]], loaders: Sequence[ClipLoader | None] = ()) -> dict[str, Any]:
+    """The decode and cache counters (:meth:`ClipLoader.decode_counts`) of ``counts`` and ``loaders``
+    added up, with frames decoded per clip, the cache's hit rate, evictions and size limit."""
+    total: dict[str, Any] = {}
+    for item in [*counts, *(loader.decode_counts() for loader in loaders if loader is not None)]:
+        for key, value in item.items():
+            if key != "frames_decoded_per_clip":
+                total[key] = total.get(key, 0) + value
+    total["frames_decoded_per_clip"] = round(total.get("frames_decoded", 0) / max(total.get("clips_decoded", 0), 1), 2)
+    looked_up = total.get("cache_hits", 0) + total.get("cache_misses", 0)
+    total["cache_hit_rate"] = round(total.get("cache_hits", 0) / looked_up, 4) if looked_up else None
+    caches = [loader.cache for loader in loaders if loader is not None and loader.cache is not None]
+    if caches:
+        total["cache_max_bytes"] = caches[0].max_bytes
+    return total

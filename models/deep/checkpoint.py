@@ -50,7 +50,7 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 # Settings that do not change what the next epochs train (the clip cache only changes speed).
 RESUME_MAY_CHANGE = frozenset(
-    {"epochs", "patience", "num_threads", "cache", "learning_curve_fractions", "learning_curve_epochs"}
+    {"epochs", "patience", "num_threads", "cache", "cache_max_gb", "learning_curve_fractions", "learning_curve_epochs"}
 )
 
 

@@ -47,6 +47,7 @@ class DeepConfig:
     seed: int = 0
     num_threads: int = 2
     cache: bool = True  # decoded-clip cache under RUN_DIR/cache (speed only: what is trained stays the same)
+    cache_max_gb: float | None = None  # its size limit (1e9 bytes); None: 25% of the disk space free for it
     learning_curve_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     learning_curve_epochs: int | None = None  # None: the same epochs as the main run
 
@@ -66,6 +67,8 @@ class DeepConfig:
             raise ValueError(f"unknown pooling {self.pooling!r}; use one of {cnn2d.POOLINGS}")
         if self.model == "cnn3d" and self.freeze not in cnn3d.FREEZE_CHOICES:
             raise ValueError(f"unknown freeze {self.freeze!r}; use one of {cnn3d.FREEZE_CHOICES}")
+        if self.cache_max_gb is not None and self.cache_max_gb <= 0:
+            raise ValueError(f"cache_max_gb must be positive, got {self.cache_max_gb}")
         if not all(0 < f <= 1 for f in self.learning_curve_fractions):
             raise ValueError("learning-curve fractions must be in (0, 1]")
         object.__setattr__(self, "learning_curve_fractions", tuple(float(f) for f in self.learning_curve_fractions))

@@ -27,7 +27,14 @@ from core.backend import Backend, library_versions
 from core.distributed import DistContext
 from core.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, to_json
 from core.schema import Cost, ModelResult, Prediction, load_result, save_result
-from models.deep.build import build_model, count_parameters, flops_per_clip, make_loaders, normalization
+from models.deep.build import (
+    build_model,
+    count_parameters,
+    decode_summary,
+    flops_per_clip,
+    make_loaders,
+    normalization,
+)
 from models.deep.checkpoint import load_checkpoint, save_checkpoint
 from models.deep.config import DeepConfig
 from models.deep.curve import CURVE_DIR, learning_curve_points
@@ -161,6 +168,8 @@ def run_deep(
             paths,
         )
         result.config["data_fingerprint"] = data_id
+        # How clips were decoded (this rank): PyAV seeks and fallbacks, frames per clip, cache hit rate.
+        result.config["decode"] = decode_summary([outcome.loader_counts], [loaders["val"], loaders["test"]])
         if context.is_main:
             _save_model(paths.models_dir / f"{config.model}.pt", plain, config, names)
             _save_embeddings(paths.embeddings_dir / f"{config.model}.npz", test, names)

@@ -56,6 +56,7 @@ class TrainOutcome:
     peak_memory_bytes: int | None
     memory_kind: str
     rejected: list[Any] = field(default_factory=list)  # training videos that failed to decode (this rank)
+    loader_counts: dict[str, float] = field(default_factory=dict)  # the training loader's decode_counts()
 
 
 def make_optimizer(model: nn.Module, config: DeepConfig) -> torch.optim.Optimizer:
@@ -315,4 +316,5 @@ def train_from_state(
         desc=desc,
     )
     outcome.rejected = list(train_loader.rejected)
+    outcome.loader_counts = train_loader.decode_counts()
     return model, outcome

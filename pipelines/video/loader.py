@@ -337,6 +337,7 @@ class ClipLoader:
             }
         counts["frames_decoded_per_clip"] = round(self.frames_decoded / max(self.clips_decoded, 1), 2)
         counts["keyframe_scans"] = self.keyframes.scanned
+        counts["cache_evictions"] = self.cache.evictions if self.cache is not None else 0
         return counts
 
     # --------------------------------------------------------------------------- assembly

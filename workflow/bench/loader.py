@@ -1,18 +1,25 @@
-"""Loader benchmark: the project's clip loader against a notebook-style reference loader.
+"""Loader benchmark: the project's clip loader against a notebook-style reference loader and,
+with ``peers``, the libraries a PyTorch user would pick instead (:mod:`workflow.bench.peers`:
+torchcodec, decord, each in a DataLoader with 2 workers and torchvision transforms).
 
 The reference is what many video notebooks do: ``cv2.VideoCapture`` decodes every frame,
 the clip's frames are picked, each goes through torchvision transforms via PIL, and
-``torch.stack`` builds the clip. Both loaders produce the same clips (frames, sampling,
+``torch.stack`` builds the clip. All loaders produce the same clips (frames, sampling,
 size, normalisation, layout) from the same videos; the reference applies its random
 training transforms per frame (the usual notebook bug the project's loader avoids).
+
+The project's loader uses the keyframe index of the pre-flight probe, as after ``prepare``;
+its timings carry the decode counters (seeks, sequential fallbacks, frames decoded per clip).
+Long videos: render them with ``demo-data --seconds 30-30`` (see the command's help).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,18 +31,20 @@ from core.backend import Backend
 from core.runfiles import atomic_write_json
 from models.networks import cnn2d, cnn3d
 from pipelines.data.dataset import scan_dataset
+from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.preflight import probe_video
 from pipelines.data.records import VideoRecord
 from pipelines.video.cache import ClipCache
 from pipelines.video.clips import ClipSpec, clip_rng, eval_indices, train_indices
 from pipelines.video.loader import make_clip_loader
+from workflow.bench.peers import check_peers, peer_pass
 
 
 @dataclass
 class LoaderTiming:
     """One timed pass over the benchmark videos."""
 
-    loader: str  # "reference" | "project"
+    loader: str  # "reference" | "project" | a peer ("torchcodec", "decord")
     cache: str  # "off" | "cold" (first pass, writes the cache) | "warm"
     clips: int
     frames: int
@@ -43,9 +52,11 @@ class LoaderTiming:
     clips_per_s: float
     frames_per_s: float
     data_ms_per_clip: float
-    cpu_ms_per_clip: float  # process CPU time (all threads) per clip: stable on a shared machine
+    cpu_ms_per_clip: float  # CPU time (all threads, and worker processes) per clip: stable on a shared machine
     speedup: float | None = None  # wall-clock, vs the reference
     cpu_speedup: float | None = None  # CPU time, vs the reference
+    frames_decoded_per_clip: float | None = None  # the project's PyAV route (None: every clip came from elsewhere)
+    decode_counts: dict[str, float] | None = None  # the project loader's counters (ClipLoader.decode_counts)
 
 
 @dataclass
@@ -62,6 +73,8 @@ class LoaderBenchResult:
     timings: list[LoaderTiming] = field(default_factory=list)
     cache_size_bytes: int = 0
     rejected: int = 0
+    peers: list[str] = field(default_factory=list)
+    vs_fastest_peer: float | None = None  # project (cache off) clips/s over the fastest peer's
     notes: str = ""
 
     def table(self) -> str:
@@ -69,23 +82,29 @@ class LoaderBenchResult:
             f"{self.mode} clips {self.spec['frames']}x{self.spec['size']}x{self.spec['size']} {self.spec['layout']}, "
             f"{self.n_videos} videos, batch {self.batch_size}, {self.device}, load avg {self.load_average}",
             f"{'loader':<10} {'cache':<6} {'clips':>6} {'clips/s':>9} {'frames/s':>10} {'ms/clip':>8} {'speedup':>8}"
-            f" {'cpu ms/clip':>12} {'cpu speedup':>12}",
+            f" {'cpu ms/clip':>12} {'cpu speedup':>12} {'decoded/clip':>13}",
         ]
         for t in self.timings:
             speedup = f"{t.speedup:.1f}x" if t.speedup is not None else "-"
             cpu_speedup = f"{t.cpu_speedup:.1f}x" if t.cpu_speedup is not None else "-"
+            decoded = f"{t.frames_decoded_per_clip:.1f}" if t.frames_decoded_per_clip is not None else "-"
             lines.append(
                 f"{t.loader:<10} {t.cache:<6} {t.clips:>6} {t.clips_per_s:>9.1f} {t.frames_per_s:>10.0f} "
-                f"{t.data_ms_per_clip:>8.1f} {speedup:>8} {t.cpu_ms_per_clip:>12.1f} {cpu_speedup:>12}"
+                f"{t.data_ms_per_clip:>8.1f} {speedup:>8} {t.cpu_ms_per_clip:>12.1f} {cpu_speedup:>12} {decoded:>13}"
             )
+        if self.vs_fastest_peer is not None:
+            lines.append(f"project (cache off) / fastest peer: {self.vs_fastest_peer:.2f}x clips/s")
         if self.cache_size_bytes:
             lines.append(f"cache size on disk: {self.cache_size_bytes / 2**20:.1f} MiB")
         return "\n".join(lines)
 
 
-def scan_videos(data_root: str | os.PathLike[str], limit: int | None = None) -> list[VideoRecord]:
+def scan_videos(
+    data_root: str | os.PathLike[str], limit: int | None = None, keyframes: KeyframeIndexes | None = None
+) -> list[VideoRecord]:
     """Usable videos of a UCF101-layout folder (``pipelines.data.dataset`` scan, ``pipelines.data.preflight``
-    probe), evenly thinned to ``limit``. Files the probe rejects are left out."""
+    probe), evenly thinned to ``limit``. Files the probe rejects are left out. The probes' keyframe
+    indexes go to ``keyframes``, as ``prepare`` stores them with a run."""
 
     files = scan_dataset(data_root)
     if limit is not None and limit < len(files):
@@ -94,6 +113,8 @@ def scan_videos(data_root: str | os.PathLike[str], limit: int | None = None) -> 
     records = []
     for file in files:
         probe = probe_video(file.path)
+        if probe.ok and keyframes is not None:
+            keyframes.add(str(file.path), probe.keyframes)
         if probe.ok:
             records.append(
                 VideoRecord(
@@ -190,11 +211,17 @@ def reference_loader(records: list[VideoRecord], spec: ClipSpec, batch_size: int
     return run_pass
 
 
+def _children_cpu_seconds() -> float:
+    """CPU time of this process's finished child processes (DataLoader workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(name: str, cache: str, run_pass: Callable[[], int], frames_per_clip: int) -> LoaderTiming:
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start = time.perf_counter(), time.process_time() + _children_cpu_seconds()
     clips = run_pass()
     seconds = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu_start
+    cpu_seconds = time.process_time() + _children_cpu_seconds() - cpu_start
     return LoaderTiming(
         loader=name,
         cache=cache,
@@ -221,25 +248,38 @@ def bench_loader(
     num_threads: int = 2,
     cache_dir: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
+    peers: Sequence[str] = (),
+    cache_max_bytes: int | None = None,
 ) -> LoaderBenchResult:
-    """Time the reference loader and the project loader (cache off, and cold then warm when
-    ``cache``) over the same videos; write the result as JSON to ``out`` (a ``.json`` file or a
-    folder; default ``./bench/loader.json``). The cache goes to ``cache_dir`` (default: a
-    ``loader-cache`` folder beside the JSON, emptied first so that "cold" is cold).
+    """Time the reference loader, the project loader (cache off, and cold then warm when
+    ``cache``) and each of ``peers`` over the same videos; write the result as JSON to ``out`` (a
+    ``.json`` file or a folder; default ``./bench/loader.json``). The cache goes to ``cache_dir``
+    (default: a ``loader-cache`` folder beside the JSON, emptied first so that "cold" is cold),
+    limited to ``cache_max_bytes`` (default: the cache's own default).
     """
     import shutil
 
+    check_peers(peers)
     out_path = Path(out) if out is not None else Path("bench") / "loader.json"
     if out_path.suffix != ".json":
         out_path = out_path / "loader.json"
-    records = scan_videos(data_root, clips)
+    keyframes = KeyframeIndexes()
+    records = scan_videos(data_root, clips, keyframes)
     spec = bench_spec(frames, size, mode)
 
     rejected: set[str] = set()
+    counts: dict[int, dict[str, float]] = {}
 
     def project_pass(cache_path: Path | None) -> Callable[[], int]:
         loader = make_clip_loader(
-            records, spec, backend, batch_size=batch_size, cache_dir=cache_path, num_threads=num_threads
+            records,
+            spec,
+            backend,
+            batch_size=batch_size,
+            cache_dir=cache_path,
+            num_threads=num_threads,
+            cache_max_bytes=cache_max_bytes,
+            keyframes=keyframes,
         )
 
         def run_pass() -> int:
@@ -247,13 +287,24 @@ def bench_loader(
             for batch in loader:
                 count += len(batch.video_ids)
             rejected.update(item.path for item in loader.rejected)
+            counts[id(run_pass)] = loader.decode_counts()
             return count
 
         return run_pass
 
+    def timed_project(cache_name: str, cache_path: Path | None) -> LoaderTiming:
+        run_pass = project_pass(cache_path)
+        timing = _timed("project", cache_name, run_pass, frames)
+        timing.decode_counts = counts.pop(id(run_pass))
+        if timing.decode_counts["clips_decoded"]:
+            timing.frames_decoded_per_clip = timing.decode_counts["frames_decoded_per_clip"]
+        return timing
+
     # Warm-up on one video: library imports and first-call set-up are not data time.
     reference_loader(records[:1], spec, batch_size)()
-    list(make_clip_loader(records[:1], spec, backend, batch_size=1))
+    list(make_clip_loader(records[:1], spec, backend, batch_size=1, keyframes=keyframes))
+    for peer in peers:
+        peer_pass(peer, records[:1], spec, 1)()
 
     result = LoaderBenchResult(
         data_root=str(data_root),
@@ -268,14 +319,21 @@ def bench_loader(
     )
     reference = _timed("reference", "off", reference_loader(records, spec, batch_size), frames)
     result.timings.append(reference)
-    result.timings.append(_timed("project", "off", project_pass(None), frames))
+    project = timed_project("off", None)
+    result.timings.append(project)
+    for peer in peers:
+        result.timings.append(_timed(peer, "off", peer_pass(peer, records, spec, batch_size), frames))
     if cache:
         cache_path = Path(cache_dir) if cache_dir is not None else out_path.parent / "loader-cache"
         if cache_path.exists():
             shutil.rmtree(cache_path)
-        result.timings.append(_timed("project", "cold", project_pass(cache_path), frames))
-        result.timings.append(_timed("project", "warm", project_pass(cache_path), frames))
+        result.timings.append(timed_project("cold", cache_path))
+        result.timings.append(timed_project("warm", cache_path))
         result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
+    result.peers = list(peers)
+    peer_rates = [t.clips_per_s for t in result.timings if t.loader in peers]
+    if peer_rates:
+        result.vs_fastest_peer = round(project.clips_per_s / max(peer_rates), 3)
     for timing in result.timings[1:]:
         timing.speedup = round(reference.seconds / timing.seconds, 2) if timing.seconds > 0 else math.inf
         timing.cpu_speedup = round(reference.cpu_ms_per_clip / max(timing.cpu_ms_per_clip, 1e-6), 2)
@@ -284,7 +342,9 @@ def bench_loader(
         "Wall-clock of one full pass each, after a one-video warm-up; reference = cv2.VideoCapture "
         "decoding every frame + per-frame torchvision/PIL transforms + torch.stack, single-threaded "
         "(torch intra-op threads 1); cpu_ms_per_clip = process CPU time of all threads per clip; "
-        f"project = PyAV/DALI decode on {num_threads} threads + DALI augmentation. load_average is "
+        f"project = PyAV/DALI decode on {num_threads} threads + DALI augmentation, with the probe's keyframe "
+        "index (as after prepare); peers = their decoder in a torch DataLoader with 2 worker processes + "
+        "torchvision transforms.v2 on the whole clip (cpu time includes the workers). load_average is "
         "the 1/5/15-minute load when the benchmark started (other processes share the CPU)."
     )
     atomic_write_json(out_path, asdict(result))
