@@ -16,10 +16,12 @@ Long videos: render them with ``demo-data --seconds 30-30`` (see the command's h
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import resource
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,6 +237,19 @@ def _timed(name: str, cache: str, run_pass: Callable[[], int], frames_per_clip: 
     )
 
 
+def _peer_timing(peer: str, records: list[VideoRecord], spec: ClipSpec, batch_size: int) -> LoaderTiming:
+    peer_pass(peer, records[:1], spec, 1)()  # warm-up: imports and first calls are not data time
+    return _timed(peer, "off", peer_pass(peer, records, spec, batch_size), spec.frames)
+
+
+def timed_peer(peer: str, records: list[VideoRecord], spec: ClipSpec, batch_size: int) -> LoaderTiming:
+    """One timed pass of ``peer`` in a fresh interpreter, as a user would run it: its DataLoader
+    then forks worker processes from a process without DALI's or the project loader's threads
+    (forking those can hang the workers)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_peer_timing, peer, records, spec, batch_size).result()
+
+
 def bench_loader(
     data_root: str | os.PathLike[str],
     backend: Backend,
@@ -303,8 +318,6 @@ def bench_loader(
     # Warm-up on one video: library imports and first-call set-up are not data time.
     reference_loader(records[:1], spec, batch_size)()
     list(make_clip_loader(records[:1], spec, backend, batch_size=1, keyframes=keyframes))
-    for peer in peers:
-        peer_pass(peer, records[:1], spec, 1)()
 
     result = LoaderBenchResult(
         data_root=str(data_root),
@@ -322,7 +335,7 @@ def bench_loader(
     project = timed_project("off", None)
     result.timings.append(project)
     for peer in peers:
-        result.timings.append(_timed(peer, "off", peer_pass(peer, records, spec, batch_size), frames))
+        result.timings.append(timed_peer(peer, records, spec, batch_size))
     if cache:
         cache_path = Path(cache_dir) if cache_dir is not None else out_path.parent / "loader-cache"
         if cache_path.exists():

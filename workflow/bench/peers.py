@@ -89,6 +89,9 @@ class PeerClips(Dataset):
     """One clip per video, decoded by ``peer`` and transformed, laid out as ``spec.layout``."""
 
     def __init__(self, peer: str, records: Sequence[VideoRecord], spec: ClipSpec, seed: int = 0) -> None:
+        # Imported here, so DataLoader workers fork with the library loaded instead of each
+        # importing it on its first clip (seconds on a busy machine, not data time).
+        importlib.import_module(f"{peer}.decoders" if peer == "torchcodec" else peer)
         self.read = _READERS[peer]
         self.records = list(records)
         self.spec = spec
@@ -112,7 +115,9 @@ def peer_pass(peer: str, records: Sequence[VideoRecord], spec: ClipSpec, batch_s
     """A function that loads every clip once through ``peer`` in a DataLoader; returns the clip count."""
 
     def run_pass() -> int:
-        loader = DataLoader(PeerClips(peer, records, spec), batch_size=batch_size, num_workers=PEER_WORKERS)
+        # fork, Linux's default, also when this runs in a spawned process (see workflow.bench.loader.timed_peer)
+        clips = PeerClips(peer, records, spec)
+        loader = DataLoader(clips, batch_size=batch_size, num_workers=PEER_WORKERS, multiprocessing_context="fork")
         return sum(int(batch.shape[0]) for batch in loader)
 
     return run_pass
