@@ -17,7 +17,7 @@ from models.deep.config import DeepConfig
 from models.networks import cnn2d, cnn3d
 from pipelines.data.records import VideoRecord
 from pipelines.video.clips import ClipSpec
-from pipelines.video.loader import ClipLoader, make_clip_loader
+from pipelines.video.loader import ClipLoader, add_decode_counts, make_clip_loader
 
 
 def build_model(config: DeepConfig, num_classes: int) -> nn.Module:
@@ -109,16 +109,11 @@ def make_loaders(
 
 
 def decode_summary(counts: Sequence[dict[str, float]], loaders: Sequence[ClipLoader | None] = ()) -> dict[str, Any]:
-    """The decode and cache counters (:meth:`ClipLoader.decode_counts`) of ``counts`` and ``loaders``
-    added up, with frames decoded per clip, the cache's hit rate, evictions and size limit."""
-    total: dict[str, Any] = {}
-    for item in [*counts, *(loader.decode_counts() for loader in loaders if loader is not None)]:
-        for key, value in item.items():
-            if key != "frames_decoded_per_clip":
-                total[key] = total.get(key, 0) + value
-    total["frames_decoded_per_clip"] = round(total.get("frames_decoded", 0) / max(total.get("clips_decoded", 0), 1), 2)
-    looked_up = total.get("cache_hits", 0) + total.get("cache_misses", 0)
-    total["cache_hit_rate"] = round(total.get("cache_hits", 0) / looked_up, 4) if looked_up else None
+    """The decode and cache counters of ``counts`` and ``loaders`` added up (see
+    :func:`pipelines.video.loader.add_decode_counts`), with the cache's size limit."""
+    total: dict[str, Any] = add_decode_counts(
+        [*counts, *(loader.decode_counts() for loader in loaders if loader is not None)]
+    )
     caches = [loader.cache for loader in loaders if loader is not None and loader.cache is not None]
     if caches:
         total["cache_max_bytes"] = caches[0].max_bytes

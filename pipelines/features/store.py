@@ -6,7 +6,10 @@ GPU the frames go from DALI to CuPy by DLPack and only the feature rows come bac
 
 Each clip is ``spec.frames`` frames a fixed ``stride`` apart (:func:`feature_stride`: longer
 videos get a longer step, up to ``spec.max_stride``), centred in the video; videos are grouped by
-stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second).
+stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second). The
+clip spans at most ``(frames - 1) * max_stride + 1`` frames whatever the video's length, and the
+loader seeks to it (:func:`pipelines.video.decode.decode_at`, with the run's keyframe index), so a
+long video costs no more to featurise than a short one with the same keyframe spacing.
 
 The file carries the :class:`FeatureSpec` it was computed with (JSON, ``FeatureSet.spec``) and a
 fingerprint of ``videos.csv``, its video files (path, size, mtime), that spec and the kernel
@@ -29,6 +32,7 @@ import numpy as np
 from core.backend import Backend
 from core.console import progress_bar
 from core.runfiles import RunPaths, atomic_path, fingerprint
+from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord, class_names, index_fingerprint, read_videos_csv
 from pipelines.features.kernel import (
     KERNEL_VERSION,
@@ -186,12 +190,18 @@ def iter_feature_batches(
     batch_size: int = BATCH_SIZE,
     compute: bool = True,
     rejected: list[Any] | None = None,
+    keyframes: KeyframeIndexes | None = None,
+    decode_counts: list[dict[str, float]] | None = None,
 ) -> Iterator[FeatureBatch]:
     """Decode ``records`` with the evaluation loader (one loader per stride) and, with
-    ``compute``, run the kernel on each batch. Rejected videos are appended to ``rejected``."""
+    ``compute``, run the kernel on each batch. Rejected videos are appended to ``rejected``, each
+    loader's :meth:`~pipelines.video.loader.ClipLoader.decode_counts` to ``decode_counts``.
+    ``keyframes``: the videos' keyframe indexes (default: the run's ``keyframes.npz``)."""
     import time
 
     xp = backend.xp()
+    if keyframes is None:
+        keyframes = KeyframeIndexes(RunPaths(run_dir).keyframes_npz if run_dir is not None else None)
     by_stride: dict[int, list[VideoRecord]] = {}
     for record in records:
         by_stride.setdefault(feature_stride(record.frames, spec), []).append(record)
@@ -205,6 +215,7 @@ def iter_feature_batches(
             shuffle=False,
             run_dir=run_dir,
             stage=STAGE,
+            keyframes=keyframes,
         )
         for batch in loader:
             batch_rates = [rates[v] for v in batch.video_ids]
@@ -218,6 +229,8 @@ def iter_feature_batches(
             yield FeatureBatch(list(batch.video_ids), features, batch.clips, batch_rates, seconds)
         if rejected is not None:
             rejected.extend(loader.rejected)
+        if decode_counts is not None:
+            decode_counts.append(loader.decode_counts())
 
 
 def synchronize(xp: Any) -> None:

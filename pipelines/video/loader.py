@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -463,6 +463,21 @@ def _to_torch(tensor_list: Any) -> torch.Tensor:
         feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream())
         return out
     return torch.from_numpy(np.asarray(dense) if outputs_outlive_next_run() else np.array(dense))
+
+
+def add_decode_counts(counts: Iterable[dict[str, float]]) -> dict[str, float | None]:
+    """Several loaders' :meth:`ClipLoader.decode_counts` added up, with frames decoded per clip and
+    the cache's hit rate (None when no video was looked up) recomputed from the totals."""
+    total: dict[str, float | None] = {}
+    for item in counts:
+        for key, value in item.items():
+            if key != "frames_decoded_per_clip":
+                total[key] = (total.get(key) or 0) + value
+    frames, clips = total.get("frames_decoded") or 0, total.get("clips_decoded") or 0
+    total["frames_decoded_per_clip"] = round(frames / clips, 2) if clips else None
+    hits, misses = total.get("cache_hits") or 0, total.get("cache_misses") or 0
+    total["cache_hit_rate"] = round(hits / (hits + misses), 4) if hits + misses else None
+    return total
 
 
 def make_clip_loader(

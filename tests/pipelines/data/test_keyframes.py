@@ -52,7 +52,7 @@ def test_the_probe_indexes_the_video_and_the_index_survives_storage(tmp_path: Pa
 
     stored = tmp_path / "keyframes.npz"
     save_keyframe_indexes(stored, {str(video): probe.keyframes})
-    (signature, loaded), = load_keyframe_indexes(stored).values()
+    ((signature, loaded),) = load_keyframe_indexes(stored).values()
     assert signature == (video.stat().st_size, video.stat().st_mtime_ns)
     for name in ("pts", "keyframes", "seek_targets"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(probe.keyframes, name))
