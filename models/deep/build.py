@@ -15,6 +15,7 @@ from core.distributed import DistContext
 from core.runfiles import RunPaths
 from models.deep.config import DeepConfig
 from models.networks import cnn2d, cnn3d
+from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord
 from pipelines.video.clips import ClipSpec
 from pipelines.video.loader import ClipLoader, add_decode_counts, make_clip_loader
@@ -85,6 +86,7 @@ def make_loaders(
 
     specs = clip_specs(config)
     shard = dict(num_shards=context.world_size, shard_id=context.rank)
+    keyframes = KeyframeIndexes(RunPaths(run_dir).keyframes_npz)  # read once for the three splits
     loaders = {}
     for split in ("train", "val", "test"):
         split_records = [r for r in records if r.split == split]
@@ -102,6 +104,7 @@ def make_loaders(
             num_threads=config.num_threads,
             cache_dir=RunPaths(run_dir).cache_dir if config.cache else None,
             cache_max_bytes=None if config.cache_max_gb is None else int(config.cache_max_gb * 1e9),
+            keyframes=keyframes,
             stage=f"deep-{config.model}",
             **shard,
         )

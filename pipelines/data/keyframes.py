@@ -162,7 +162,8 @@ class KeyframeIndexes:
     (thread-safe: the loader's decode threads share it)."""
 
     def __init__(self, stored: str | os.PathLike[str] | None = None) -> None:
-        self._stored = load_keyframe_indexes(stored) if stored is not None and Path(stored).exists() else {}
+        self._source = None if stored is None else Path(stored)
+        self._stored: dict[str, tuple[tuple[int, int], KeyframeIndex]] | None = None  # read on first use
         self._known: dict[str, KeyframeIndex | None] = {}
         self._lock = threading.Lock()
         self.scanned = 0  # videos indexed here (not found, or stale, in the stored file)
@@ -177,7 +178,11 @@ class KeyframeIndexes:
         with self._lock:
             if key in self._known:
                 return self._known[key]
-        stored = self._stored.get(key)
+        with self._lock:
+            if self._stored is None:
+                exists = self._source is not None and self._source.exists()
+                self._stored = load_keyframe_indexes(self._source) if exists and self._source else {}
+            stored = self._stored.get(key)
         if stored is not None and stored[0] == _signature(key):
             index: KeyframeIndex | None = stored[1]
         else:
