@@ -15,9 +15,10 @@ Reads take only the sampled frames (:meth:`CachedVideo.read`, one ``pread`` per 
 whose source changed is a miss and is overwritten; writes are atomic (``runfiles.atomic_path``).
 
 Size: at most ``max_bytes`` (default :func:`default_max_bytes`). A store that takes the cache over
-it deletes least-recently-used entries (the frames file's mtime is set on every hit) until the
-cache is at :data:`EVICT_TO` of the limit; the folder is re-read then, so the limit also holds
-for several processes (DDP ranks) sharing it. An entry larger than the limit is not stored.
+it (or opening a cache already over it) deletes least-recently-used entries (the frames file's
+mtime is set on every hit) until the cache is at :data:`EVICT_TO` of the limit; the folder is
+re-read then, so the limit also holds for several processes (DDP ranks) sharing it. An entry
+larger than the limit is not stored.
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class ClipCache:
         self._checked_formats = False
         self._used: int | None = None  # bytes in the cache, as last counted plus what this instance added
         self._lock = threading.Lock()
+        if max_bytes is not None and self.cache_dir.exists():
+            self._account(0, keep=None)  # a lower limit than the cache's size applies at once, not at the next store
 
     def remove_other_formats(self) -> None:
         """Delete the folders of other cache formats (``v<N>-s<short side>``, N != CACHE_FORMAT)."""
@@ -223,7 +226,7 @@ class ClipCache:
         )
         self._account(size, keep=frames_path)
 
-    def _account(self, added: int, keep: Path) -> None:
+    def _account(self, added: int, keep: Path | None) -> None:
         if self.max_bytes is None:
             return
         with self._lock:

@@ -238,6 +238,9 @@ def test_the_size_limit_evicts_the_least_recently_used(records: list[VideoRecord
     cache.store(sources[2], 32, video)  # over the limit: the least recently used (1) goes
     assert [cache.entry(source, 32) is not None for source in sources[:3]] == [True, False, True]
     assert cache.evictions == 1 and cache.cache_size_bytes() <= cache.max_bytes
+    # Opened with a lower limit, the cache shrinks at once (reads alone would never store, nor evict).
+    lower = ClipCache(tmp_path / "cache", max_bytes=int(1.5 * entry_bytes))
+    assert lower.evictions == 1 and [cache.entry(source, 32) is not None for source in sources[:3]] == [0, 0, 1]
     small = ClipCache(tmp_path / "small", max_bytes=entry_bytes // 2)
     small.store(sources[3], 32, video)  # larger than the whole limit: not stored
     assert small.entry(sources[3], 32) is None and small.too_large == 1
