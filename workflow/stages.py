@@ -123,10 +123,12 @@ def cache_notice(run_dir: str | os.PathLike[str], decode: dict[str, Any] | None 
         looked_up = decode.get("cache_hits", 0) + decode.get("cache_misses", 0)
         usage = f", hit rate {100 * decode['cache_hit_rate']:.0f}% of {looked_up:.0f} video reads"
     if decode.get("cache_max_bytes"):
-        usage += f", limit {decode['cache_max_bytes'] / 1e9:.3g} GB ({decode.get('cache_evictions', 0)} evicted)"
+        usage += (
+            f", limit {decode['cache_max_bytes'] / 1e9:.3g} GB ({decode.get('cache_evictions', 0)} evicted, "
+            f"{decode.get('cache_not_stored', 0)} not stored)"
+        )
     return (
-        f"decoded-clip cache: {size / 2**20:.1f} MiB in {cache_dir}{usage} "
-        "(safe to delete; rebuilt on the next pass)"
+        f"decoded-clip cache: {size / 2**20:.1f} MiB in {cache_dir}{usage} (safe to delete; rebuilt on the next pass)"
     )
 
 

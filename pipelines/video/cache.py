@@ -14,11 +14,12 @@ the source by seeking).
 Reads take only the sampled frames (:meth:`CachedVideo.read`, one ``pread`` per frame). An entry
 whose source changed is a miss and is overwritten; writes are atomic (``runfiles.atomic_path``).
 
-Size: at most ``max_bytes`` (default :func:`default_max_bytes`). A store that takes the cache over
-it (or opening a cache already over it) deletes least-recently-used entries (the frames file's
-mtime is set on every hit) until the cache is at :data:`EVICT_TO` of the limit; the folder is
-re-read then, so the limit also holds for several processes (DDP ranks) sharing it. An entry
-larger than the limit is not stored.
+Size: at most ``max_bytes`` (default :func:`default_max_bytes`). A store that would take the cache
+over it (or opening a cache already over it) deletes least-recently-used entries (the frames
+file's mtime is set on every hit) until the cache is at :data:`EVICT_TO` of the limit, but only
+entries nobody used since the cache was opened: when the entries in use fill it, a new entry is not
+stored (:meth:`ClipCache._make_room`). The folder is re-read then, so the limit also holds for
+several processes (DDP ranks) sharing it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,13 +145,14 @@ class ClipCache:
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes
         self.evictions = 0  # entries this instance deleted to stay under max_bytes
-        self.too_large = 0  # entries not stored because they alone exceed max_bytes
+        self.not_stored = 0  # entries not stored: larger than the limit, or the cache full of entries in use
         self._entries: dict[tuple[str, int], tuple[Path, Path]] = {}
         self._checked_formats = False
         self._used: int | None = None  # bytes in the cache, as last counted plus what this instance added
         self._lock = threading.Lock()
+        self._opened = time.time()  # entries used since are in use (see _make_room)
         if max_bytes is not None and self.cache_dir.exists():
-            self._account(0, keep=None)  # a lower limit than the cache's size applies at once, not at the next store
+            self._make_room(0)  # a lower limit than the cache's size applies at once, not at the next store
 
     def remove_other_formats(self) -> None:
         """Delete the folders of other cache formats (``v<N>-s<short side>``, N != CACHE_FORMAT)."""
@@ -196,11 +199,9 @@ class ClipCache:
             pass  # deleted by another process meanwhile: the next lookup is a miss
 
     def store(self, source: str | os.PathLike[str], short_side: int, frames: DecodedFrames) -> None:
-        """Store ``frames`` as the entry of ``source``, then keep the cache under ``max_bytes``."""
-        size = int(frames.stored.nbytes) + 4096  # the .npy header and the sidecar
-        if self.max_bytes is not None and size > self.max_bytes:
-            with self._lock:
-                self.too_large += 1
+        """Store ``frames`` as the entry of ``source`` if they fit under ``max_bytes`` (see
+        :meth:`_make_room`)."""
+        if not self._make_room(int(frames.stored.nbytes) + 4096):  # + the .npy header and the sidecar
             return
         with self._lock:
             if not self._checked_formats:
@@ -224,27 +225,34 @@ class ClipCache:
                 "last_frame": frames.last_frame,
             },
         )
-        self._account(size, keep=frames_path)
 
-    def _account(self, added: int, keep: Path | None) -> None:
+    def _make_room(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit under the limit, after deleting, least recently used
+        first, entries nobody used since this cache was opened (down to :data:`EVICT_TO` of the
+        limit). Entries in use (stored or read since) are kept: a cache smaller than what a run
+        reads then holds a fixed share of it, instead of deleting each video shortly before the
+        next epoch reads it again (what plain LRU does to a cycle larger than the cache)."""
         if self.max_bytes is None:
-            return
+            return True
         with self._lock:
-            self._used = (self._scan_total() if self._used is None else self._used) + added
-            if self._used <= self.max_bytes:
-                return
+            if self._used is None:
+                self._used = self._scan_total()
+            if self._used + size <= self.max_bytes:
+                self._used += size
+                return True
             entries = self._scan()  # fresh: other processes may have added or deleted entries
-            total = sum(size for _, size, _ in entries)
-            for _, size, frames_path in sorted(entries):
-                if total <= EVICT_TO * self.max_bytes:
+            total = sum(entry_bytes for _, entry_bytes, _ in entries)
+            for last_use, entry_bytes, frames_path in sorted(entries):
+                if total + size <= EVICT_TO * self.max_bytes or last_use >= self._opened:
                     break
-                if frames_path == keep:
-                    continue
                 for path in (frames_path, frames_path.with_suffix(".json")):
                     path.unlink(missing_ok=True)
-                total -= size
+                total -= entry_bytes
                 self.evictions += 1
-            self._used = total
+            fits = total + size <= self.max_bytes
+            self._used = total + size if fits else total
+            self.not_stored += size > 0 and not fits
+            return fits
 
     def _scan(self) -> list[tuple[float, int, Path]]:
         """(last use, bytes with its sidecar, frames path) of every entry of this format."""

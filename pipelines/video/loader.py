@@ -338,6 +338,7 @@ class ClipLoader:
         counts["frames_decoded_per_clip"] = round(self.frames_decoded / max(self.clips_decoded, 1), 2)
         counts["keyframe_scans"] = self.keyframes.scanned
         counts["cache_evictions"] = self.cache.evictions if self.cache is not None else 0
+        counts["cache_not_stored"] = self.cache.not_stored if self.cache is not None else 0
         return counts
 
     # --------------------------------------------------------------------------- assembly

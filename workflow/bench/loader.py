@@ -38,7 +38,7 @@ from pipelines.data.preflight import probe_video
 from pipelines.data.records import VideoRecord
 from pipelines.video.cache import ClipCache
 from pipelines.video.clips import ClipSpec, clip_rng, eval_indices, train_indices
-from pipelines.video.loader import make_clip_loader
+from pipelines.video.loader import ClipLoader, make_clip_loader
 from workflow.bench.peers import check_peers, peer_pass
 
 
@@ -267,10 +267,10 @@ def bench_loader(
     cache_max_bytes: int | None = None,
 ) -> LoaderBenchResult:
     """Time the reference loader, the project loader (cache off, and cold then warm when
-    ``cache``) and each of ``peers`` over the same videos; write the result as JSON to ``out`` (a
-    ``.json`` file or a folder; default ``./bench/loader.json``). The cache goes to ``cache_dir``
-    (default: a ``loader-cache`` folder beside the JSON, emptied first so that "cold" is cold),
-    limited to ``cache_max_bytes`` (default: the cache's own default).
+    ``cache``: two passes of one loader, as two epochs) and each of ``peers`` over the same videos;
+    write the result as JSON to ``out`` (a ``.json`` file or a folder; default ``./bench/loader.json``).
+    The cache goes to ``cache_dir`` (default: a ``loader-cache`` folder beside the JSON, emptied first
+    so that "cold" is cold), limited to ``cache_max_bytes`` (default: the cache's own default).
     """
     import shutil
 
@@ -283,10 +283,9 @@ def bench_loader(
     spec = bench_spec(frames, size, mode)
 
     rejected: set[str] = set()
-    counts: dict[int, dict[str, float]] = {}
 
-    def project_pass(cache_path: Path | None) -> Callable[[], int]:
-        loader = make_clip_loader(
+    def new_loader(cache_path: Path | None) -> ClipLoader:
+        return make_clip_loader(
             records,
             spec,
             backend,
@@ -297,22 +296,21 @@ def bench_loader(
             keyframes=keyframes,
         )
 
+    def timed_project(cache_name: str, loader: ClipLoader) -> LoaderTiming:
+        """One pass (an epoch) of ``loader``, with what its counters added during it."""
+
         def run_pass() -> int:
-            count = 0
-            for batch in loader:
-                count += len(batch.video_ids)
+            count = sum(len(batch.video_ids) for batch in loader)
             rejected.update(item.path for item in loader.rejected)
-            counts[id(run_pass)] = loader.decode_counts()
             return count
 
-        return run_pass
-
-    def timed_project(cache_name: str, cache_path: Path | None) -> LoaderTiming:
-        run_pass = project_pass(cache_path)
+        before = loader.decode_counts()
         timing = _timed("project", cache_name, run_pass, frames)
-        timing.decode_counts = counts.pop(id(run_pass))
-        if timing.decode_counts["clips_decoded"]:
-            timing.frames_decoded_per_clip = timing.decode_counts["frames_decoded_per_clip"]
+        after = loader.decode_counts()
+        counts = {key: after[key] - before[key] for key in after if key != "frames_decoded_per_clip"}
+        if counts["clips_decoded"]:
+            timing.frames_decoded_per_clip = round(counts["frames_decoded"] / counts["clips_decoded"], 2)
+        timing.decode_counts = counts
         return timing
 
     # Warm-up on one video: library imports and first-call set-up are not data time.
@@ -332,7 +330,7 @@ def bench_loader(
     )
     reference = _timed("reference", "off", reference_loader(records, spec, batch_size), frames)
     result.timings.append(reference)
-    project = timed_project("off", None)
+    project = timed_project("off", new_loader(None))
     result.timings.append(project)
     for peer in peers:
         result.timings.append(timed_peer(peer, records, spec, batch_size))
@@ -340,8 +338,9 @@ def bench_loader(
         cache_path = Path(cache_dir) if cache_dir is not None else out_path.parent / "loader-cache"
         if cache_path.exists():
             shutil.rmtree(cache_path)
-        result.timings.append(timed_project("cold", cache_path))
-        result.timings.append(timed_project("warm", cache_path))
+        cached = new_loader(cache_path)  # cold then warm: two epochs of one training run
+        result.timings.append(timed_project("cold", cached))
+        result.timings.append(timed_project("warm", cached))
         result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
     result.peers = list(peers)
     peer_rates = [t.clips_per_s for t in result.timings if t.loader in peers]

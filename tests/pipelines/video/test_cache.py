@@ -217,7 +217,8 @@ def test_frames_to_store() -> None:
 
 def test_the_size_limit_evicts_the_least_recently_used(records: list[VideoRecord], tmp_path: Path) -> None:
     """Entries of one video under other names stand for many videos: a limit of about two and a half
-    entries keeps the two used last (a hit counts as a use), and never the whole set."""
+    entries keeps two; the least recently used entry goes first (a hit counts as a use), but never
+    one used since the cache was opened (a new entry is then not stored)."""
     sources = []
     for number in range(4):
         copy = tmp_path / f"copy{number}.webm"
@@ -234,19 +235,24 @@ def test_the_size_limit_evicts_the_least_recently_used(records: list[VideoRecord
     cache.touch(first)  # ... until a hit now
     second = cache.entry(sources[1], 32)
     assert second is not None
-    os.utime(second.path, (2, 2))
+    os.utime(second.path, (2, 2))  # unused since long before the cache was opened
     cache.store(sources[2], 32, video)  # over the limit: the least recently used (1) goes
     assert [cache.entry(source, 32) is not None for source in sources[:3]] == [True, False, True]
     assert cache.evictions == 1 and cache.cache_size_bytes() <= cache.max_bytes
+    cache.store(sources[3], 32, video)  # 0 and 2 are in use: nothing goes, 3 is not stored
+    assert [cache.entry(source, 32) is not None for source in sources] == [True, False, True, False]
+    assert (cache.evictions, cache.not_stored) == (1, 1)
     # Opened with a lower limit, the cache shrinks at once (reads alone would never store, nor evict).
     lower = ClipCache(tmp_path / "cache", max_bytes=int(1.5 * entry_bytes))
     assert lower.evictions == 1 and [cache.entry(source, 32) is not None for source in sources[:3]] == [0, 0, 1]
     small = ClipCache(tmp_path / "small", max_bytes=entry_bytes // 2)
     small.store(sources[3], 32, video)  # larger than the whole limit: not stored
-    assert small.entry(sources[3], 32) is None and small.too_large == 1
+    assert small.entry(sources[3], 32) is None and small.not_stored == 1
 
 
 def test_a_loader_keeps_the_cache_under_its_limit(records: list[VideoRecord], tmp_path: Path) -> None:
+    """Six videos, room for three: one loader's epochs keep the three it stored (hits every later
+    epoch, no churn); a later loader (another run) replaces them as it needs room."""
     videos = []
     for number in range(6):
         copy = tmp_path / f"v{number}.webm"
@@ -255,12 +261,20 @@ def test_a_loader_keeps_the_cache_under_its_limit(records: list[VideoRecord], tm
     spec = ClipSpec(frames=4, size=32, mode="train", layout="BTHWC")
     entry_bytes = 10 * 38 * 50 * 3 // 2 + 4096  # a whole 10-frame video at 38x50 (see above)
     limit = 3 * entry_bytes
-    for epoch in range(2):
-        loader = make_clip_loader(
+    loaders = [
+        make_clip_loader(
             videos, spec, resolve_backend("cpu"), batch_size=2, cache_dir=tmp_path / "cache", cache_max_bytes=limit
         )
+        for _ in range(2)
+    ]
+    counts = []
+    for loader, epoch in [(loaders[0], 0), (loaders[0], 1), (loaders[0], 2), (loaders[1], 0)]:
         loader.set_epoch(epoch)
+        before = loader.cache_hits
         assert sum(len(batch.video_ids) for batch in loader) == len(videos)
-        assert loader.cache_hits + loader.cache_misses == len(videos)
         assert ClipCache(tmp_path / "cache").cache_size_bytes() <= limit
-        assert loader.cache is not None and loader.cache.evictions > 0
+        assert loader.cache is not None
+        counts.append((loader.cache_hits - before, loader.cache.evictions, loader.cache.not_stored))
+    assert counts[0] == (0, 0, 3)  # three stored, three did not fit
+    assert counts[1][0] == counts[2][0] == 3 and counts[2][1] == 0  # the same three hit every epoch
+    assert counts[3][0] == 3 and counts[3][1] == 0  # another run reads them too (kept: in use again)
