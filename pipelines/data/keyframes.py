@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -36,6 +36,8 @@ class KeyframeIndex:
     pts: np.ndarray  # (N,) int64, ascending: frame i has pts[i]
     keyframes: np.ndarray  # (K,) int64 frame numbers of the keyframes, ascending
     seek_targets: np.ndarray  # (K, 2) int64: each keyframe's pts and dts (its pts when it has none)
+    # pts -> frame number, built on first use: a lookup per packet and per frame while decoding
+    _numbers: dict[int, int] | None = field(default=None, init=False, repr=False)
 
     @property
     def frames(self) -> int:
@@ -49,10 +51,10 @@ class KeyframeIndex:
 
     def frame_number(self, pts: int | None) -> int | None:
         """The frame number of a decoded frame's ``pts`` (None when no frame has it)."""
-        if pts is None:
-            return None
-        number = int(np.searchsorted(self.pts, pts))
-        return number if number < self.frames and int(self.pts[number]) == pts else None
+        if self._numbers is None:  # a benign race: two threads may both build the same dict
+            object.__setattr__(self, "_numbers", {int(value): number for number, value in enumerate(self.pts)})
+        assert self._numbers is not None
+        return None if pts is None else self._numbers.get(pts)
 
 
 def index_from_packets(
