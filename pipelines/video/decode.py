@@ -36,6 +36,9 @@ ROUTES = ("seek", "start", "sequential")  # see DecodedFrames.route
 # A video may have up to this fraction fewer frames than its index or record says: the missing
 # tail is then the last frame (a truncated last GOP), beyond it the video is rejected.
 MISSING_TAIL_TOLERANCE = 0.1
+# Packets past the last wanted frame after which a seeking decode that still misses a frame gives up
+# and decodes sequentially (a decoder holds back at most 16 frames for reordering).
+REORDER_SLACK = 64
 
 
 class DecodeError(RuntimeError):
@@ -306,8 +309,11 @@ def _seek(container: av.container.InputContainer, stream: av.VideoStream, index:
     by its own index (by pts in MP4/Matroska, by dts in AVI): try the keyframe's pts, then its dts,
     and accept a landing on that keyframe or an earlier one."""
     for target in dict.fromkeys(int(value) for value in index.seek_targets[key]):
-        container.seek(target, stream=stream, backward=True)
-        packet = next((p for p in container.demux(stream) if p.size), None)
+        try:
+            container.seek(target, stream=stream, backward=True)
+            packet = next((p for p in container.demux(stream) if p.size), None)
+        except av.FFmpegError:  # a container that cannot seek: decode it from the start
+            raise _SeekFailed from None
         landed = None if packet is None else index.frame_number(packet.pts)
         if packet is not None and packet.is_keyframe and landed is not None and landed <= index.keyframes[key]:
             return packet
@@ -350,7 +356,7 @@ def _decode_indexed(
                         raise _SeekFailed
                     if frame_number in needed and frame_number not in out:
                         out[frame_number] = shrink(frame)
-                if len(out) == len(needed) or (number is not None and number > last + 64):
+                if len(out) == len(needed) or (number is not None and number > last + REORDER_SLACK):
                     break
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise DecodeError(f"{path}: {type(exc).__name__}: {exc}") from exc
