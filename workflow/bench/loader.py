@@ -237,6 +237,49 @@ def _timed(name: str, cache: str, run_pass: Callable[[], int], frames_per_clip: 
     )
 
 
+@dataclass
+class _ProjectLoader:
+    """The project's loaders of one benchmark, and their timed passes."""
+
+    records: list[VideoRecord]
+    spec: ClipSpec
+    backend: Backend
+    batch_size: int
+    num_threads: int
+    cache_max_bytes: int | None
+    keyframes: KeyframeIndexes
+    rejected: set[str] = field(default_factory=set)  # paths any pass rejected
+
+    def loader(self, cache_path: Path | None) -> ClipLoader:
+        return make_clip_loader(
+            self.records,
+            self.spec,
+            self.backend,
+            batch_size=self.batch_size,
+            cache_dir=cache_path,
+            num_threads=self.num_threads,
+            cache_max_bytes=self.cache_max_bytes,
+            keyframes=self.keyframes,
+        )
+
+    def timed(self, cache_name: str, loader: ClipLoader) -> LoaderTiming:
+        """One pass (an epoch) of ``loader``, with what its counters added during it."""
+
+        def run_pass() -> int:
+            count = sum(len(batch.video_ids) for batch in loader)
+            self.rejected.update(item.path for item in loader.rejected)
+            return count
+
+        before = loader.decode_counts()
+        timing = _timed("project", cache_name, run_pass, self.spec.frames)
+        after = loader.decode_counts()
+        counts = {key: after[key] - before[key] for key in after if key != "frames_decoded_per_clip"}
+        if counts["clips_decoded"]:
+            timing.frames_decoded_per_clip = round(counts["frames_decoded"] / counts["clips_decoded"], 2)
+        timing.decode_counts = counts
+        return timing
+
+
 def _peer_timing(peer: str, records: list[VideoRecord], spec: ClipSpec, batch_size: int) -> LoaderTiming:
     peer_pass(peer, records[:1], spec, 1)()  # warm-up: imports and first calls are not data time
     return _timed(peer, "off", peer_pass(peer, records, spec, batch_size), spec.frames)
@@ -282,36 +325,7 @@ def bench_loader(
     records = scan_videos(data_root, clips, keyframes)
     spec = bench_spec(frames, size, mode)
 
-    rejected: set[str] = set()
-
-    def new_loader(cache_path: Path | None) -> ClipLoader:
-        return make_clip_loader(
-            records,
-            spec,
-            backend,
-            batch_size=batch_size,
-            cache_dir=cache_path,
-            num_threads=num_threads,
-            cache_max_bytes=cache_max_bytes,
-            keyframes=keyframes,
-        )
-
-    def timed_project(cache_name: str, loader: ClipLoader) -> LoaderTiming:
-        """One pass (an epoch) of ``loader``, with what its counters added during it."""
-
-        def run_pass() -> int:
-            count = sum(len(batch.video_ids) for batch in loader)
-            rejected.update(item.path for item in loader.rejected)
-            return count
-
-        before = loader.decode_counts()
-        timing = _timed("project", cache_name, run_pass, frames)
-        after = loader.decode_counts()
-        counts = {key: after[key] - before[key] for key in after if key != "frames_decoded_per_clip"}
-        if counts["clips_decoded"]:
-            timing.frames_decoded_per_clip = round(counts["frames_decoded"] / counts["clips_decoded"], 2)
-        timing.decode_counts = counts
-        return timing
+    project = _ProjectLoader(records, spec, backend, batch_size, num_threads, cache_max_bytes, keyframes)
 
     # Warm-up on one video: library imports and first-call set-up are not data time.
     reference_loader(records[:1], spec, batch_size)()
@@ -330,26 +344,26 @@ def bench_loader(
     )
     reference = _timed("reference", "off", reference_loader(records, spec, batch_size), frames)
     result.timings.append(reference)
-    project = timed_project("off", new_loader(None))
-    result.timings.append(project)
+    uncached = project.timed("off", project.loader(None))
+    result.timings.append(uncached)
     for peer in peers:
         result.timings.append(timed_peer(peer, records, spec, batch_size))
     if cache:
         cache_path = Path(cache_dir) if cache_dir is not None else out_path.parent / "loader-cache"
         if cache_path.exists():
             shutil.rmtree(cache_path)
-        cached = new_loader(cache_path)  # cold then warm: two epochs of one training run
-        result.timings.append(timed_project("cold", cached))
-        result.timings.append(timed_project("warm", cached))
+        cached = project.loader(cache_path)  # cold then warm: two epochs of one training run
+        result.timings.append(project.timed("cold", cached))
+        result.timings.append(project.timed("warm", cached))
         result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
     result.peers = list(peers)
     peer_rates = [t.clips_per_s for t in result.timings if t.loader in peers]
     if peer_rates:
-        result.vs_fastest_peer = round(project.clips_per_s / max(peer_rates), 3)
+        result.vs_fastest_peer = round(uncached.clips_per_s / max(peer_rates), 3)
     for timing in result.timings[1:]:
         timing.speedup = round(reference.seconds / timing.seconds, 2) if timing.seconds > 0 else math.inf
         timing.cpu_speedup = round(reference.cpu_ms_per_clip / max(timing.cpu_ms_per_clip, 1e-6), 2)
-    result.rejected = len(rejected)
+    result.rejected = len(project.rejected)
     result.notes = (
         "Wall-clock of one full pass each, after a one-video warm-up; reference = cv2.VideoCapture "
         "decoding every frame + per-frame torchvision/PIL transforms + torch.stack, single-threaded "
