@@ -317,8 +317,8 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--cache", type=click.Choice(["on", "off"]), default=None,
               help="Decoded-clip cache under RUN_DIR/cache (default on); off decodes every epoch from the source.")
 @click.option("--cache-max-gb", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Size limit of the cache in GB; least recently used videos make room (default: 25% of the "
-                   "disk space free for it).")
+              help="Size limit of the cache in GB: least recently used videos that this run does not use make room; "
+                   "what does not fit is decoded every time (default: 25% of the disk space free for it).")
 @click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping: epochs without a better F1.")
 @click.option("--seed", type=int, default=None)
 @click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")
