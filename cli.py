@@ -8,7 +8,10 @@ commands so that ``--help`` answers without loading PyTorch or DALI.
 from __future__ import annotations
 
 import errno
+import os
+import shlex
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,21 @@ CLASSICAL_MODELS = ("svm", "rf", "knn", "logreg", "gb")
 INTERRUPTED = "interrupted: finished work is kept; rerun the same command to continue."
 
 
-class Context:
-    """What every command may need: the requested device. The backend is resolved lazily, once."""
+def _version() -> str:
+    try:
+        return version("actionbench")
+    except PackageNotFoundError:
+        return "unknown (not installed; run make install)"
 
-    def __init__(self, device: str) -> None:
+
+class Context:
+    """What every command may need: the requested device, whether to show progress, and the command
+    line (recorded in reports). The backend is resolved lazily, once."""
+
+    def __init__(self, device: str, progress: bool = True, command: str | None = None) -> None:
         self.device = device
+        self.progress = progress
+        self.command = command
         self._backend: Backend | None = None
 
     @property
@@ -47,7 +60,10 @@ pass_context = click.make_pass_decorator(Context)
 def one_line(exc: BaseException) -> str:
     """A known error as the one line the user reads: its message, naming the file where there is one."""
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and exc.filename:
-        return f"cannot write {exc.filename}: {exc.strerror}; choose a writable --run folder or fix its permissions"
+        path = str(exc.filename)
+        if exc.errno != errno.EROFS and os.path.exists(path) and not os.access(path, os.R_OK):
+            return f"cannot read {path}: {exc.strerror}; fix its permissions"
+        return f"cannot write {path}: {exc.strerror}; choose a writable --run folder or fix its permissions"
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(exc):
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc) or type(exc).__name__
@@ -111,8 +127,10 @@ run_option = click.option(
     show_envvar=True,
     help="Where to run: auto (GPU where usable), cpu, or gpu (fail if none). Default: auto.",
 )
+@click.option("--quiet", "-q", is_flag=True, help="No progress: print only results, warnings and errors.")
+@click.version_option(_version(), "--version", prog_name="actionbench", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx: click.Context, device: str | None) -> None:
+def main(ctx: click.Context, device: str | None, quiet: bool) -> None:
     """Compare classical and deep video action classifiers on identical, leak-free splits.
 
     \b
@@ -120,22 +138,29 @@ def main(ctx: click.Context, device: str | None) -> None:
       python cli.py run                 # demo dataset, every model, HTML report
       python cli.py doctor              # what runs where, and why
     """
-    ctx.obj = Context(device or "auto")
+    ctx.obj = Context(device or "auto", progress=not quiet, command=shlex.join(["python", *sys.argv]))
 
 
 @main.command()
 @pass_context
 def doctor(context: Context) -> None:
-    """Print library versions, GPU usability and the backend of every stage.
+    """Print library versions, GPU usability, the backend of every stage, which codecs and frame sizes
+    decode on the GPU (each probed with a tiny clip where NVDEC is usable) and whether the CNNs' default
+    pretrained weights are in the torch hub cache.
 
     \b
     Examples:
       python cli.py doctor
       python cli.py --device cpu doctor
     """
-    from core.backend import doctor_report
+    from core.backend import doctor_report, probe_nvdec_codecs
+    from workflow.doctor import weights_report
 
-    click.echo(doctor_report(context.backend))
+    backend = context.backend
+    nvdec = probe_nvdec_codecs(backend.cuda_device or 0) if backend.decode.name == "dali-gpu" else None
+    click.echo(doctor_report(backend, nvdec))
+    click.echo("")
+    click.echo(weights_report())
 
 
 def _parse_size(value: str) -> tuple[int, int]:
@@ -181,7 +206,8 @@ def _parse_split(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Clip length, SECONDS or MIN-MAX seconds.")
 @click.option("--difficulty", type=click.Choice(["easy", "normal", "hard"]), default="normal", show_default=True,
               help="How strongly shake, noise, occluders and ambiguous clips disturb the actions.")
-def demo_data(out: Path, classes: str, **options: Any) -> None:
+@pass_context
+def demo_data(context: Context, out: Path, classes: str, **options: Any) -> None:
     """Render the demo dataset into OUT in UCF101 layout (OUT/Class/v_Class_gGG_cCC.webm).
 
     Each group shares an actor and a scene; clips vary position, scale, speed, mirror, shake,
@@ -199,7 +225,7 @@ def demo_data(out: Path, classes: str, **options: Any) -> None:
         config = DemoConfig(classes=tuple(csv_list(classes) or ()), **options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    paths = generate_demo_dataset(out, config)
+    paths = generate_demo_dataset(out, config, progress=context.progress)
     click.echo(f"{len(paths)} clips ({len(config.classes)} classes x {config.groups} groups x "
                f"{config.clips_per_group}) in {out}")
 
@@ -216,8 +242,9 @@ def demo_data(out: Path, classes: str, **options: Any) -> None:
 @click.option("--test", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Test fraction of each class's groups (--split group only; default 0.2).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split.")
-def prepare(data_root: Path, run_dir: Path, classes: str | None, split: str, val: float, test: float | None,
-            seed: int) -> None:
+@pass_context
+def prepare(context: Context, data_root: Path, run_dir: Path, classes: str | None, split: str, val: float,
+            test: float | None, seed: int) -> None:
     """Index DATA_ROOT (ROOT/ClassName/*.avi|mp4|webm|mkv), check every video, split by group.
 
     Whole UCF101 groups (v_Class_gGG_cCC) go to one split; every class is in every split.
@@ -239,7 +266,8 @@ def prepare(data_root: Path, run_dir: Path, classes: str | None, split: str, val
     if val + test >= 1 and split == "group":
         raise click.BadParameter(f"--val {val} + --test {test} leave no training data; keep their sum below 1",
                                  param_hint="--val/--test")
-    report = stages.prepare(data_root, run_dir, classes=csv_list(classes), split=split, val=val, test=test, seed=seed)
+    report = stages.prepare(data_root, run_dir, classes=csv_list(classes), split=split, val=val, test=test, seed=seed,
+                            progress=context.progress)
     click.echo(report.text())
 
 
@@ -254,14 +282,22 @@ def features_command(context: Context, run_dir: Path, profile: str | None, force
     Rerunning with the same videos.csv and settings is a no-op; undecodable videos are listed
     in RUN_DIR/rejected.csv and left out.
 
+    Under torchrun each process (one GPU each) takes a share of the videos; rank 0 writes the file.
+
     \b
     Examples:
       python cli.py features --run runs/demo
       python cli.py --device cpu features --run runs/demo --force
+      torchrun --nproc_per_node 2 cli.py features --run-dir runs/ucf
     """
+    import os
+
     from workflow import stages
 
-    click.echo(stages.features(run_dir, context.backend, _profile(context, profile).features, force=force).text())
+    spec = _profile(context, profile).features
+    report = stages.features(run_dir, context.backend, spec, force=force, progress=context.progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(report.text())
 
 
 @main.command(epilog=PROFILES_EPILOG)
@@ -284,9 +320,9 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
     """
     from workflow import stages
 
-    config = _profile(context, profile).classical
-    report = stages.classical(run_dir, context.backend, config, models=models, learning_curve=learning_curve,
-                              force=force)  # fmt: skip
+    settings = _profile(context, profile)
+    report = stages.classical(run_dir, context.backend, settings.classical, settings.features, models=models,
+                              learning_curve=learning_curve, force=force, progress=context.progress)  # fmt: skip
     click.echo(report.text())
 
 
@@ -315,7 +351,8 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Cross-entropy label smoothing in [0, 1). Default: 0.1.")
 @click.option("--cache", type=click.Choice(["on", "off"]), default=None,
-              help="Decoded-clip cache under RUN_DIR/cache (default on); off decodes every epoch from the source.")
+              help="Decoded-clip cache under RUN_DIR/cache (default: on with CPU decoding, off where NVDEC decodes; "
+                   "see doctor); off decodes every epoch from the source.")
 @click.option("--cache-max-gb", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Size limit of the cache in GB: least recently used videos that this run does not use make room; "
                    "what does not fit is decoded every time (default: 25% of the disk space free for it).")
@@ -323,7 +360,8 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--seed", type=int, default=None)
 @click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")
 @click.option("--learning-curve", is_flag=True, help="Also RETRAIN on fractions of the training groups.")
-@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoints/MODEL/last.pt.")
+@click.option("--resume", is_flag=True,
+              help="Continue from RUN_DIR/checkpoints/MODEL/last.pt (also one written by `run` with the same profile).")
 @click.option("--force", is_flag=True, help="Retrain even if RUN_DIR/results/MODEL.json exists.")
 @pass_context
 def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, cache: str | None,
@@ -347,7 +385,8 @@ def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, 
 
     use_cache = None if cache is None else cache == "on"
     config = _profile(context, profile).deep_config(model_name, cache=use_cache, **overrides)
-    report = stages.deep(run_dir, context.backend, config, learning_curve=learning_curve, force=force, resume=resume)
+    report = stages.deep(run_dir, context.backend, config, learning_curve=learning_curve, force=force,
+                         resume="yes" if resume else "no", progress=context.progress)  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(report.text())
 
@@ -378,7 +417,9 @@ def analyze(context: Context, run_dir: Path, profile: str | None, resamples: int
     settings = _profile(context, profile).analysis
     if resamples is not None:
         settings = replace(settings, n_resamples=resamples)
-    click.echo(stages.analyze(run_dir, context.backend, settings, interpret=not no_interpret).text())
+    report = stages.analyze(run_dir, context.backend, settings, interpret=not no_interpret, progress=context.progress,
+                            command=context.command)
+    click.echo(report.text())
 
 
 @main.command("run", epilog=PROFILES_EPILOG)
@@ -388,25 +429,101 @@ def analyze(context: Context, run_dir: Path, profile: str | None, resamples: int
 @profile_option
 @click.option("--skip-deep", is_flag=True, help="Only the classical models.")
 @click.option("--classes", default=None, help="Comma-separated class names to use (default: all).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the train/val/test split, as `prepare --seed` (default: the profile's, 0).")
 @pass_context
 def run_command(context: Context, data_root: Path | None, run_dir: Path | None, profile: str | None, skip_deep: bool,
-                classes: str | None) -> None:
+                classes: str | None, seed: int | None) -> None:
     """The whole comparison: (demo data), prepare, features, classical, deep, report.
 
     Without DATA_ROOT the demo dataset is generated into RUN_DIR/demo_data. Every stage resumes:
-    rerun the same command after an interruption and finished work is kept.
+    rerun the same command after an interruption and finished work is kept (an interrupted CNN
+    continues from its last finished epoch).
 
     \b
     Examples:
       python cli.py run                                  # demo dataset, runs/demo
       python cli.py run --profile tiny --run runs/tiny   # a smoke test in seconds
       python cli.py run data/UCF101 --run runs/ucf --classes PullUps,Punch,PushUps
+      python cli.py run data/mine --run runs/mine-seed1 --seed 1   # another split of the same videos
       python cli.py --device cpu run --skip-deep
+      python cli.py --quiet run > run.log      # no progress: the summary, warnings and errors only
     """
     from workflow.run import default_run_dir, run_comparison
 
     run_comparison(data_root, run_dir or default_run_dir(data_root), profile=profile, backend=context.backend,
-                   skip_deep=skip_deep, classes=csv_list(classes))  # fmt: skip
+                   skip_deep=skip_deep, classes=csv_list(classes), seed=seed, progress=context.progress,
+                   command=context.command)  # fmt: skip
+
+
+MODEL_OR_BEST = ("best", *CLASSICAL_MODELS, *DEEP_MODELS)
+
+
+@main.command()
+@run_option
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_name", type=click.Choice(MODEL_OR_BEST), default="best", show_default=True,
+              help="A model of the run; best: the one the report ranks first on test macro-F1.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("predictions.csv"),
+              show_default=True, help="CSV file, one row per video.")
+@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True,
+              help="Also write the K best classes and their scores (at most the number of classes).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Videos per feature batch / clips per CNN batch. Default: the run's.")
+@pass_context
+def predict(context: Context, run_dir: Path, videos: tuple[Path, ...], model_name: str, out: Path, top_k: int,
+            batch_size: int | None) -> None:
+    """Classify VIDEOS (files or folders) with a trained model of RUN_DIR.
+
+    Each video takes the path it took in the comparison: the pre-flight check, the same decoding,
+    the model's feature settings or clip protocol, on the CPU or the GPU. The CSV has the columns
+    path, predicted_class, score_<Class> for every class, top<i>_class/top<i>_score, seconds and
+    error: a file that cannot be read gets a row with the reason in error, never dropped.
+
+    \b
+    Examples:
+      python cli.py predict --run runs/demo new_clips/
+      python cli.py predict --run runs/demo --model cnn3d clip1.mp4 clip2.avi --out clips.csv
+      python cli.py --device cpu predict --run runs/ucf --model svm --top-k 5 data/incoming
+    """
+    from workflow.predict import expand_inputs, load_model, predict_to_csv
+
+    files = expand_inputs(videos)  # a mistyped path stops here, before any model is loaded
+    predictor = load_model(run_dir, model_name, backend=context.backend, batch_size=batch_size)
+    click.echo(f"model: {predictor.name} ({predictor.choice.reason}); {predictor.family}, "
+               f"{len(predictor.class_names)} classes; device {context.backend.device_description()}")
+    click.echo(predict_to_csv(predictor, files, out, top_k=top_k).text())
+
+
+@main.command("export")
+@run_option
+@click.option("--model", "model_name", required=True, type=click.Choice([*CLASSICAL_MODELS, *DEEP_MODELS]))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "skops"]), default=None,
+              help="CNNs: onnx (default) or torchscript (deprecated by PyTorch); classical models: skops.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the model file and its JSON. Default: RUN_DIR/export.")
+@click.option("--check-clips", type=click.IntRange(1), default=8, show_default=True,
+              help="CNNs: test clips on which the export must match PyTorch (class probabilities within 1e-3).")
+@pass_context
+def export_command(context: Context, run_dir: Path, model_name: str, fmt: str | None, out_dir: Path | None,
+                   check_clips: int) -> None:
+    """Write a trained model of RUN_DIR in a deployable format, checked against the run's model.
+
+    CNNs: ONNX (run it with onnxruntime, TensorRT, ...) or TorchScript, with MODEL.onnx.json beside it
+    (clip protocol, class names, normalisation); nothing is written if the export's scores differ from
+    PyTorch's on the test clips. Classical models: skops (no code runs when it is loaded), with the
+    feature settings and class names beside it.
+
+    \b
+    Examples:
+      python cli.py export --run runs/demo --model cnn3d --format onnx
+      python cli.py export --run runs/demo --model cnn2d --format torchscript --out deploy/
+      python cli.py export --run runs/demo --model rf
+    """
+    from workflow.export import export_model
+
+    report = export_model(run_dir, model_name, context.backend, fmt=fmt, out_dir=out_dir, check_clips=check_clips)
+    click.echo(report.text())
 
 
 @main.group()
@@ -497,6 +614,32 @@ def bench_classical_command(context: Context, run_dir: Path, out: Path | None, m
 
     report = bench_classical(run_dir, context.backend, out=out, models=models)
     click.echo(summarize(report, default_out(run_dir, out)))
+
+
+@bench.command("predict")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Run directory with trained models.")
+@click.option("--models", default=None, help="Comma-separated models. Default: every model with a saved file.")
+@click.option("--passes", type=click.IntRange(1), default=2, show_default=True, help="Timed passes per model.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON path. Default: RUN_DIR/bench/predict.json.")
+@pass_context
+def bench_predict_command(context: Context, run_dir: Path, models: str | None, passes: int, out: Path | None) -> None:
+    """Videos/s of `predict` for each model on the run's test videos, end to end.
+
+    \b
+    Examples:
+      python cli.py bench predict --run runs/demo
+      python cli.py --device cpu bench predict --run runs/demo --models rf,cnn3d --passes 3
+    """
+    from workflow.bench.predict import bench_predict, default_out
+
+    names = csv_list(models)
+    unknown = [name for name in names or [] if name not in MODEL_OR_BEST[1:]]
+    if unknown:
+        raise click.BadParameter(f"unknown model(s) {', '.join(unknown)}", param_hint="--models")
+    bench_predict(run_dir, context.backend, models=names, passes=passes, out=out)
+    click.echo(f"-> {default_out(run_dir, out)}")
 
 
 @bench.command("deep", epilog=PROFILES_EPILOG)

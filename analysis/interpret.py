@@ -1,7 +1,7 @@
 """Why the models decide as they do: feature-group permutation importance, impurity importances and
 coefficients for the classical models; Grad-CAM and temporal occlusion for the CNNs.
 
-Everything reads the saved models of a run (``RUN_DIR/models/<model>.joblib`` / ``.pt``) and the
+Everything reads the saved models of a run (``RUN_DIR/models/<model>.skops`` / ``.pt``) and the
 test split only. A missing or unloadable model becomes a note in the report, never a crash.
 """
 
@@ -14,16 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from sklearn.metrics import f1_score
+from torch import nn
 
 from analysis import plots
+from analysis.names import human_name
 from core.backend import Backend
 from core.runfiles import RunPaths
+from models.classical.estimators import ClassicalModel
+from models.classical.persist import load_classical_model, model_file
 from models.deep.build import clip_specs
 from models.deep.config import DeepConfig
 from models.deep.train import load_trained_model
-from pipelines.data.records import read_videos_csv, records_in_split
-from pipelines.features.store import load_features
+from pipelines.data.records import VideoRecord, read_videos_csv, records_in_split
+from pipelines.features.store import current_features
 from pipelines.video.loader import make_clip_loader
 
 FEATURE_GROUPS = ("motion", "appearance", "colour", "temporal")
@@ -71,13 +78,13 @@ def group_permutation_importance(
     return out
 
 
-def _final_estimator(model: Any) -> Any:
+def _final_estimator(model: ClassicalModel) -> object:
     inner = getattr(model, "model_", model)
     return inner.steps[-1][1] if hasattr(inner, "steps") else inner
 
 
 def top_features(
-    model: Any, name: str, feature_names: Sequence[str], class_names: Sequence[str], k: int = 12
+    model: ClassicalModel, name: str, feature_names: Sequence[str], class_names: Sequence[str], k: int = 12
 ) -> list[tuple[str, float]] | None:
     """Top-``k`` impurity importances (rf, gb) or signed logistic-regression coefficients on
     standardised features, as (label, value); None when the model exposes neither."""
@@ -113,26 +120,26 @@ def classical_section(
     run_dir: str | os.PathLike[str], out_dir: Path, models: Sequence[str], *, seed: int = 0
 ) -> Section:
     """Permutation importance by feature group for every classical model, top features for rf/gb/logreg."""
-    import joblib
-
     section = Section()
     paths = RunPaths(run_dir)
-    if not paths.features_npz.exists():
-        section.notes.append("features.npz is missing, so no feature importances could be computed.")
+    features, problem = current_features(run_dir)
+    if features is None:
+        section.notes.append(f"{problem}, so no feature importances could be computed.")
         return section
-    features = load_features(paths.features_npz)
     test = features.mask("test")
     X, y = features.X[test], features.labels[test]
     n_classes = len(features.class_names)
     group_importance: dict[str, dict[str, tuple[float, float]]] = {}
     tops: dict[str, list[tuple[str, float]]] = {}
     for name in models:
-        model_path = paths.models_dir / f"{name}.joblib"
+        model_path = model_file(paths.models_dir, name)
         if not model_path.exists():
-            section.notes.append(f"{name}: no saved model ({model_path.name} missing), so no feature importances.")
+            section.notes.append(
+                f"{human_name(name)}: no saved model ({model_path.name} missing), so no feature importances."
+            )
             continue
         try:
-            model = joblib.load(model_path)
+            model = load_classical_model(model_path)
             group_importance[name] = group_permutation_importance(
                 model.predict, X, y, features.feature_groups, n_classes, seed=seed
             )
@@ -140,7 +147,9 @@ def classical_section(
             if top:
                 tops[name] = top
         except Exception as exc:  # a model from another library version must not stop the report
-            section.notes.append(f"{name}: could not explain the saved model ({type(exc).__name__}: {exc}).")
+            section.notes.append(
+                f"{human_name(name)}: could not explain the saved model ({type(exc).__name__}: {exc})."
+            )
     if group_importance:
         path = plots.importance_bars(
             group_importance,
@@ -184,33 +193,24 @@ def _clip_frames(clip: np.ndarray, layout: str, mean: Sequence[float], std: Sequ
     return np.clip(frames * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
 
 
-class _FramesAsBatch:
+class _FramesAsBatch(nn.Module):
     """Adapter for Grad-CAM on the per-frame 2D CNN: the T frames of one clip are the "batch" seen by
     the 2D target layer, while the output is the clip's single logit vector."""
 
-    def __new__(cls, model: Any) -> Any:
-        import torch
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
 
-        class Wrapped(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, frames: torch.Tensor) -> torch.Tensor:
-                return self.model(frames.unsqueeze(0))
-
-        return Wrapped()
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model(frames.unsqueeze(0))
 
 
-def gradcam_maps(model: Any, architecture: str, clip: Any, target: int) -> np.ndarray:
+def gradcam_maps(model: nn.Module, architecture: str, clip: torch.Tensor, target: int) -> np.ndarray:
     """Grad-CAM heat maps (T, H, W) in 0..1 for class ``target`` at the last residual stage.
 
     cnn3d: pytorch-grad-cam on the 5-D input with 3-D activations (a spatio-temporal map, upsampled
     over time and space). cnn2d: per-frame maps with per-frame channel weights (see _FramesAsBatch).
     """
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
     for param in model.parameters():  # frozen layers still need gradients to flow for the maps
         param.requires_grad_(True)
     if architecture == "cnn2d":
@@ -223,11 +223,11 @@ def gradcam_maps(model: Any, architecture: str, clip: Any, target: int) -> np.nd
     return np.asarray(maps, dtype=np.float32)[0]  # (T, H, W)
 
 
-def temporal_occlusion(model: Any, architecture: str, clip: Any, target: int, segments: int) -> np.ndarray:
+def temporal_occlusion(
+    model: nn.Module, architecture: str, clip: torch.Tensor, target: int, segments: int
+) -> np.ndarray:
     """Drop in the probability of class ``target`` when each of ``segments`` equal runs of frames is
     replaced by the mean colour (0 after normalisation)."""
-    import torch
-
     time_axis = 0 if architecture == "cnn2d" else 1
     n_frames = clip.shape[time_axis]
     bounds = np.linspace(0, n_frames, segments + 1).round().astype(int)
@@ -243,25 +243,92 @@ def temporal_occlusion(model: Any, architecture: str, clip: Any, target: int, se
     return probs[0] - probs[1:]
 
 
-def _test_clips(
-    run_dir: Path, meta: dict[str, Any], per_class: int, max_classes: int, backend: Any
-) -> list[tuple[Any, int, str]]:
-    """Up to ``per_class`` test clips (one centred clip per video, on the CPU) for each of the first
-    ``max_classes`` classes, as (clip, label, video_id)."""
+def pick_examples(records: Sequence[VideoRecord], per_class: int, max_classes: int) -> list[VideoRecord]:
+    """Up to ``per_class`` test videos of each of the first ``max_classes`` classes, drawn from as many
+    different groups as possible: one video per group in turn, each class starting at another group,
+    so the examples show several actors and scenes rather than one."""
+    chosen: list[VideoRecord] = []
+    for k, label in enumerate(sorted({r.label for r in records})[:max_classes]):
+        by_group: dict[str, list[VideoRecord]] = {}
+        for record in sorted((r for r in records if r.label == label), key=lambda r: (r.group, r.video_id)):
+            by_group.setdefault(record.group, []).append(record)
+        names = sorted(by_group)
+        order = names[k % len(names) :] + names[: k % len(names)]
+        picked: list[VideoRecord] = []
+        while len(picked) < per_class and any(by_group[g] for g in order):
+            picked += [by_group[g].pop(0) for g in order if by_group[g]][: per_class - len(picked)]
+        chosen += picked
+    return chosen
 
+
+@dataclass(frozen=True)
+class TestClip:
+    clip: torch.Tensor  # one normalised clip in the model's layout, on the CPU
+    label: int
+    video_id: str
+    group: str
+
+
+def _test_clips(
+    run_dir: Path, meta: dict[str, Any], per_class: int, max_classes: int, backend: Backend
+) -> list[TestClip]:
+    """One centred clip (on the CPU) of each video :func:`pick_examples` chooses from the test split."""
     known = set(DeepConfig.__dataclass_fields__)
     config = DeepConfig(**{k: v for k, v in meta["config"].items() if k in known})
     spec = replace(clip_specs(config)["test"], test_clips=1)
     records = records_in_split(read_videos_csv(RunPaths(run_dir).videos_csv), "test")
-    chosen: list[Any] = []
-    for label in sorted({r.label for r in records})[:max_classes]:
-        chosen += sorted((r for r in records if r.label == label), key=lambda r: r.video_id)[:per_class]
+    chosen = pick_examples(records, per_class, max_classes)
+    group_of = {r.video_id: r.group for r in chosen}
     loader = make_clip_loader(chosen, spec, backend, batch_size=4, num_threads=1, stage="analysis")
     clips = []
     for batch in loader:
         for i in range(len(batch.video_ids)):
-            clips.append((batch.clips[i].detach().cpu().float(), int(batch.labels[i]), str(batch.video_ids[i])))
+            video_id = str(batch.video_ids[i])
+            clips.append(
+                TestClip(batch.clips[i].detach().cpu().float(), int(batch.labels[i]), video_id, group_of[video_id])
+            )
     return clips
+
+
+@dataclass
+class _Explained:
+    """Grad-CAM rows (caption, frames, maps) and occlusion drops per class label of one CNN."""
+
+    rows: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
+    drops: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+
+def _explain(
+    model: nn.Module,
+    meta: dict[str, Any],
+    clips: Sequence[TestClip],
+    device: torch.device,
+    gradcam_per_class: int,
+    segments: int,
+) -> _Explained:
+    architecture = meta.get("architecture", "cnn3d")
+    layout = meta.get("input_layout", "BTCHW" if architecture == "cnn2d" else "BCTHW")
+    class_names = list(meta["class_names"])
+    explained = _Explained()
+    seen: dict[int, int] = {}
+    for example in clips:
+        clip, label = example.clip.to(device), example.label
+        seen[label] = seen.get(label, 0) + 1
+        n_frames = clip.shape[0 if architecture == "cnn2d" else 1]
+        explained.drops.setdefault(label, []).append(
+            temporal_occlusion(model, architecture, clip, label, min(segments, n_frames))
+        )
+        if seen[label] <= gradcam_per_class:
+            maps = gradcam_maps(model, architecture, clip, label)
+            with torch.no_grad():
+                predicted = int(model(clip.unsqueeze(0)).argmax(1)[0])
+            frames = _clip_frames(clip.cpu().numpy(), layout, meta["mean"], meta["std"])
+            caption = (
+                f"{class_names[label]}\n→ {class_names[predicted]}\ngroup {example.group}"
+                f"\n{example.video_id.split('/')[-1][:18]}"
+            )
+            explained.rows.append((caption, frames, maps))
+    return explained
 
 
 def deep_section(
@@ -273,70 +340,44 @@ def deep_section(
     gradcam_per_class: int = 2,
     occlusion_per_class: int = 6,
     segments: int = 4,
-    max_classes: int = 8,
+    max_classes: int = 12,
 ) -> Section:
-    """Grad-CAM overlays and temporal occlusion curves for each trained CNN of the run, on the first
-    ``max_classes`` classes (the figures stay readable and the cost bounded on 101 classes)."""
+    """Grad-CAM overlays and temporal occlusion curves for each trained CNN of the run, on test videos
+    of every class (the first ``max_classes``: the figures stay readable and the cost bounded on 101
+    classes) drawn from as many test groups as there are (:func:`pick_examples`)."""
     section = Section()
     paths = RunPaths(run_dir)
     occlusion: dict[str, dict[str, np.ndarray]] = {}
     for name in models:
         model_path = paths.models_dir / f"{name}.pt"
         if not model_path.exists():
-            section.notes.append(f"{name}: no saved model ({model_path.name} missing), so no Grad-CAM or occlusion.")
+            section.notes.append(
+                f"{human_name(name)}: no saved model ({model_path.name} missing), so no Grad-CAM or occlusion."
+            )
             continue
         try:
-            import torch
-
             device = backend.torch_device()
             model, meta = load_trained_model(model_path, device)
-            architecture = meta.get("architecture", name)
-            layout = meta.get("input_layout", "BTCHW" if architecture == "cnn2d" else "BCTHW")
             class_names = list(meta["class_names"])
             clips = _test_clips(Path(run_dir), meta, max(gradcam_per_class, occlusion_per_class), max_classes, backend)
-            shown = sorted({label for _, label, _ in clips})
+            if not clips:
+                section.notes.append(f"{human_name(name)}: no test clip could be decoded for Grad-CAM.")
+                continue
+            shown = sorted({c.label for c in clips})
             if len(shown) < len(class_names):
                 section.notes.append(
-                    f"{name}: Grad-CAM and occlusion cover the first {len(shown)} of {len(class_names)} classes."
+                    f"{human_name(name)}: Grad-CAM and occlusion cover the first {len(shown)} of "
+                    f"{len(class_names)} classes."
                 )
-            if not clips:
-                section.notes.append(f"{name}: no test clip could be decoded for Grad-CAM.")
-                continue
-            rows, drops = [], {}
-            seen: dict[int, int] = {}
-            for clip, label, video_id in clips:
-                clip = clip.to(device)
-                seen[label] = seen.get(label, 0) + 1
-                n_frames = clip.shape[0 if architecture == "cnn2d" else 1]
-                drops.setdefault(label, []).append(
-                    temporal_occlusion(model, architecture, clip, label, min(segments, n_frames))
-                )
-                if seen[label] <= gradcam_per_class:
-                    with_grad = gradcam_maps(model, architecture, clip, label)
-                    with torch.no_grad():
-                        predicted = int(model(clip.unsqueeze(0)).argmax(1)[0])
-                    frames = _clip_frames(clip.cpu().numpy(), layout, meta["mean"], meta["std"])
-                    caption = f"{class_names[label]}\n→ {class_names[predicted]}\n{video_id.split('/')[-1][:18]}"
-                    rows.append((caption, frames, with_grad))
-            kind = (
-                "per-frame maps (ResNet-18 layer4 on every frame)"
-                if architecture == "cnn2d"
-                else "a spatio-temporal map (R3D-18 layer4, upsampled over time and space)"
+            explained = _explain(model, meta, clips, device, gradcam_per_class, segments)
+            section.figures.append(_gradcam_figure(name, meta, explained, out_dir, gradcam_per_class))
+            occlusion[name] = {
+                class_names[label]: np.mean(values, axis=0) for label, values in sorted(explained.drops.items())
+            }
+        except Exception as exc:  # a model from another version must not stop the report
+            section.notes.append(
+                f"{human_name(name)}: could not explain the saved model ({type(exc).__name__}: {exc})."
             )
-            path = plots.overlay_grid(
-                rows, out_dir / f"gradcam_{name}.png", title=f"Grad-CAM, {name}: true class → prediction"
-            )
-            section.figures.append(
-                plots.ReportFigure(
-                    path.name,
-                    f"Where {name} looks (Grad-CAM)",
-                    f"Red = regions that raise the score of the true class most; {kind}; rows are test clips "
-                    f"({gradcam_per_class} per class), labelled true class → predicted class.",
-                )
-            )
-            occlusion[name] = {class_names[label]: np.mean(values, axis=0) for label, values in sorted(drops.items())}
-        except Exception as exc:
-            section.notes.append(f"{name}: could not explain the saved model ({type(exc).__name__}: {exc}).")
     if occlusion:
         path = plots.occlusion_curves(occlusion, out_dir / "occlusion_temporal.png")
         section.figures.append(
@@ -349,3 +390,24 @@ def deep_section(
             )
         )
     return section
+
+
+def _gradcam_figure(
+    name: str, meta: dict[str, Any], explained: _Explained, out_dir: Path, per_class: int
+) -> plots.ReportFigure:
+    kind = (
+        "per-frame maps (ResNet-18 layer4 on every frame)"
+        if meta.get("architecture", name) == "cnn2d"
+        else "a spatio-temporal map (R3D-18 layer4, upsampled over time and space)"
+    )
+    groups = sorted({caption.split("\n")[2] for caption, _, _ in explained.rows})
+    path = plots.overlay_grid(
+        explained.rows, out_dir / f"gradcam_{name}.png", title=f"Grad-CAM, {human_name(name)}: true class → prediction"
+    )
+    return plots.ReportFigure(
+        path.name,
+        f"Where {human_name(name)} looks (Grad-CAM)",
+        f"Red = regions that raise the score of the true class most (colour bar); {kind}; rows are test clips "
+        f"({per_class} per class, from {len(groups)} test group(s), each class starting at another group), labelled "
+        "true class → predicted class, group and file.",
+    )

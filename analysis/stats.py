@@ -1,11 +1,13 @@
 """Uncertainty and significance for test-set metrics: pure functions on labels, predictions, scores.
 
-* Bootstrap 95 % confidence intervals resample the **test videos** with replacement. A resample is
-  a vector of multiplicities (multinomial counts), so every metric is computed from weighted
-  counts in one vectorised pass instead of 2000 calls into scikit-learn.
-* Pairwise exact McNemar tests compare two models on the test videos both predicted, with a Holm
-  correction over all pairs, and say in plain words when the test set is too small to tell two
-  models apart.
+* Bootstrap 95 % percentile intervals resample the **test groups** with replacement (a cluster
+  bootstrap: videos of one group, near-copies of one actor and scene, stay together), or the
+  videos when no groups are given. A resample is a vector of video multiplicities, so every
+  metric is computed from weighted counts in one vectorised pass instead of 2000 calls into
+  scikit-learn. Paired differences between two models use the same resamples for both.
+* Paired tests at the group level: an exact sign-flip permutation test over per-group
+  differences, Holm-corrected over all pairs by the caller (:func:`holm`).
+* Exact McNemar tests treat videos as independent: a secondary view only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ METRIC_LABELS = {
     "macro_f1": "Macro F1",
     "roc_auc_macro_ovr": "Macro ROC-AUC (OvR)",
 }
-MIN_DISCORDANT = 10  # below this many disagreements a McNemar test says little either way
+HEADLINE_METRICS = ("accuracy", "macro_f1", "roc_auc_macro_ovr")  # the metrics of report/statistics.json
 
 
 @dataclass(frozen=True)
@@ -132,25 +134,50 @@ def point_metrics(y_true: Sequence[int], y_pred: Sequence[int], scores: np.ndarr
 
 
 def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
-    """(R, n) multiplicities of ``n`` videos in ``n_resamples`` bootstrap resamples."""
+    """(R, n) multiplicities of ``n`` videos in ``n_resamples`` bootstrap resamples of the videos."""
     rng = np.random.default_rng(seed)
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
 
 
-def bootstrap_intervals(
-    y_true: Sequence[int],
-    y_pred: Sequence[int],
-    scores: np.ndarray,
-    *,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    chunk: int = 250,
-) -> dict[str, Interval]:
-    """Percentile bootstrap intervals of every metric in :data:`METRIC_NAMES` (resampling videos).
+def group_codes(groups: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Each video's group as an integer 0..G-1 (sorted group names), and G."""
+    names, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    return codes.astype(np.int64), len(names)
 
-    The same ``seed`` gives every model the same resamples of a shared test set.
-    """
+
+def group_bootstrap_weights(groups: Sequence[str], n_resamples: int, seed: int) -> np.ndarray:
+    """(R, n) video multiplicities of a cluster bootstrap: each resample draws G of the G groups
+    with replacement and keeps every video of a drawn group (near-copies stay together)."""
+    codes, n_groups = group_codes(groups)
+    rng = np.random.default_rng(seed)
+    drawn = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_resamples)
+    return drawn[:, codes].astype(np.float64)
+
+
+def metric_samples(
+    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, weights: np.ndarray, chunk: int = 250
+) -> dict[str, np.ndarray]:
+    """Every metric of :data:`METRIC_NAMES` for each row of ``weights`` (R, N), in bounded memory."""
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
+    for start in range(0, len(weights), chunk):
+        part = weights[start : start + chunk]
+        for name, values in weighted_label_metrics(y_true, y_pred, part, scores.shape[1]).items():
+            samples[name].append(values)
+        samples["roc_auc_macro_ovr"].append(weighted_macro_auc(y_true, scores, part))
+    return {name: np.concatenate(values) for name, values in samples.items()}
+
+
+def percentile_interval(estimate: float | None, samples: np.ndarray, confidence: float = 0.95) -> Interval:
+    """``estimate`` with the percentile interval of the defined (non-NaN) ``samples``."""
+    values = samples[~np.isnan(samples)]
+    if estimate is None or len(values) == 0:
+        return Interval(estimate, None, None, int(len(values)))
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return Interval(estimate, float(low), float(high), int(len(values)))
+
+
+def _aligned(y_true: Sequence[int], y_pred: Sequence[int], scores: np.ndarray) -> tuple[np.ndarray, ...]:
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
@@ -158,25 +185,134 @@ def bootstrap_intervals(
         raise ValueError(f"y_true {y_true.shape}, y_pred {y_pred.shape} and scores {scores.shape} do not align")
     if len(y_true) == 0:
         raise ValueError("no test videos to bootstrap")
+    return y_true, y_pred, scores
+
+
+def resample_weights(n_videos: int, groups: Sequence[str] | None, n_resamples: int, seed: int) -> np.ndarray | None:
+    """Bootstrap multiplicities by group (each video its own group when ``groups`` is None); None
+    when there are fewer than two units to resample (then no interval can be estimated)."""
+    if groups is not None and len(groups) != n_videos:
+        raise ValueError(f"{len(groups)} groups for {n_videos} videos")
+    n_units = n_videos if groups is None else group_codes(groups)[1]
+    if n_units < 2:
+        return None
+    if groups is None:
+        return bootstrap_weights(n_videos, n_resamples, seed)
+    return group_bootstrap_weights(groups, n_resamples, seed)
+
+
+def bootstrap_intervals(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    scores: np.ndarray,
+    *,
+    groups: Sequence[str] | None = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Interval]:
+    """Percentile bootstrap intervals of every metric in :data:`METRIC_NAMES`.
+
+    ``groups`` (one name per video): a cluster bootstrap over groups; None resamples videos, which
+    is right only when videos are independent. The same ``seed`` and groups give every model the
+    same resamples of a shared test set. Fewer than two groups: estimates without intervals.
+    """
+    y_true, y_pred, scores = _aligned(y_true, y_pred, scores)
     estimates = point_metrics(y_true, y_pred, scores)
-    weights = bootstrap_weights(len(y_true), n_resamples, seed)
-    samples: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
-    for start in range(0, n_resamples, chunk):  # bounded memory on large test sets
-        part = weights[start : start + chunk]
-        for name, values in weighted_label_metrics(y_true, y_pred, part, scores.shape[1]).items():
-            samples[name].append(values)
-        samples["roc_auc_macro_ovr"].append(weighted_macro_auc(y_true, scores, part))
-    tail = 100 * (1 - confidence) / 2
-    intervals = {}
-    for name in METRIC_NAMES:
-        values = np.concatenate(samples[name])
-        values = values[~np.isnan(values)]
-        if estimates[name] is None or len(values) == 0:
-            intervals[name] = Interval(estimates[name], None, None, int(len(values)))
-            continue
-        low, high = np.percentile(values, [tail, 100 - tail])
-        intervals[name] = Interval(estimates[name], float(low), float(high), int(len(values)))
-    return intervals
+    weights = resample_weights(len(y_true), groups, n_resamples, seed)
+    if weights is None:
+        return {name: Interval(estimates[name], None, None, 0) for name in METRIC_NAMES}
+    samples = metric_samples(y_true, y_pred, scores, weights)
+    return {name: percentile_interval(estimates[name], samples[name], confidence) for name in METRIC_NAMES}
+
+
+def paired_difference_intervals(
+    y_true: Sequence[int],
+    predictions: tuple[Sequence[int], Sequence[int]],
+    scores: tuple[np.ndarray, np.ndarray],
+    *,
+    groups: Sequence[str] | None = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Interval]:
+    """Intervals of metric(A) - metric(B) on the same videos: both models are scored on the same
+    group resamples, so what the two share (the hard groups) cancels out."""
+    y_true_a, pred_a, scores_a = _aligned(y_true, predictions[0], scores[0])
+    _, pred_b, scores_b = _aligned(y_true, predictions[1], scores[1])
+    point_a = point_metrics(y_true_a, pred_a, scores_a)
+    point_b = point_metrics(y_true_a, pred_b, scores_b)
+    estimates = {
+        name: None if point_a[name] is None or point_b[name] is None else point_a[name] - point_b[name]
+        for name in METRIC_NAMES
+    }
+    weights = resample_weights(len(y_true_a), groups, n_resamples, seed)
+    if weights is None:
+        return {name: Interval(estimates[name], None, None, 0) for name in METRIC_NAMES}
+    samples_a = metric_samples(y_true_a, pred_a, scores_a, weights)
+    samples_b = metric_samples(y_true_a, pred_b, scores_b, weights)
+    return {
+        name: percentile_interval(estimates[name], samples_a[name] - samples_b[name], confidence)
+        for name in METRIC_NAMES
+    }
+
+
+# ----------------------------------------------------------------------------- group-level paired test
+
+
+@dataclass(frozen=True)
+class SignFlipTest:
+    """Paired permutation test of two models over groups: under "no difference" the sign of each
+    group's difference (videos only A got right minus videos only B got right) is a coin flip."""
+
+    statistic: int  # sum of the per-group differences: (A right) - (B right) over all shared videos
+    p_value: float  # two-sided
+    n_groups: int
+    n_informative: int  # groups whose difference is not zero (the others cannot flip)
+    exact: bool  # every sign assignment enumerated (else a seeded random sample of them)
+    min_p_value: float  # the smallest p-value this many informative groups could ever give
+
+
+MAX_EXACT_GROUPS = 16  # 2^16 sign assignments enumerated; more groups: random sign flips
+
+
+def min_sign_flip_p(n_groups: int) -> float:
+    """The smallest two-sided p-value of an exact sign-flip test over ``n_groups`` groups: 2 / 2^n
+    (only the observed signs and their mirror image are as extreme)."""
+    return 1.0 if n_groups < 1 else min(1.0, 2.0 * 0.5**n_groups)
+
+
+def per_group_differences(correct_a: Sequence[bool], correct_b: Sequence[bool], groups: Sequence[str]) -> np.ndarray:
+    """For each group (sorted names): videos model A got right minus videos model B got right."""
+    a = np.asarray(correct_a, dtype=np.int64)
+    b = np.asarray(correct_b, dtype=np.int64)
+    if not len(a) == len(b) == len(groups):
+        raise ValueError("both models must be scored on the same videos, with one group per video")
+    codes, n_groups = group_codes(groups)
+    return np.bincount(codes, weights=a - b, minlength=n_groups).astype(np.int64)
+
+
+def sign_flip_test(differences: Sequence[int], *, n_random: int = 20000, seed: int = 0) -> SignFlipTest:
+    """Two-sided sign-flip permutation test of ``differences`` (one per group) against zero.
+
+    Exact (all 2^m sign assignments of the m non-zero differences) up to :data:`MAX_EXACT_GROUPS`,
+    else ``n_random`` seeded random assignments with p = (1 + as extreme) / (1 + n_random).
+    """
+    d = np.asarray(differences, dtype=np.int64)
+    informative = d[d != 0]
+    m = len(informative)
+    observed = int(d.sum())
+    if m == 0:
+        return SignFlipTest(observed, 1.0, len(d), 0, True, 1.0)
+    if m <= MAX_EXACT_GROUPS:
+        bits = (np.arange(2**m)[:, None] >> np.arange(m)) & 1
+        totals = (1 - 2 * bits) @ informative
+        p = float(np.mean(np.abs(totals) >= abs(observed)))
+        return SignFlipTest(observed, p, len(d), m, True, min_sign_flip_p(m))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1, 1]), size=(n_random, m))
+    extreme = int(np.sum(np.abs(signs @ informative) >= abs(observed)))
+    return SignFlipTest(observed, (1 + extreme) / (1 + n_random), len(d), m, False, min_sign_flip_p(m))
 
 
 # ----------------------------------------------------------------------------- McNemar and Holm
@@ -230,43 +366,20 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class PairwiseTest:
+    """Per-video exact McNemar of two models, Holm-adjusted; ``significant`` is p_holm < alpha (the
+    one definition of "told apart" the report uses for every test)."""
+
     model_a: str
     model_b: str
     test: McNemar
     p_holm: float
-    verdict: str  # plain words
-    separable: bool  # False: the test set is too small to tell these two apart
-
-
-def _verdict(a: str, b: str, test: McNemar, p_holm: float, alpha: float) -> tuple[str, bool]:
-    if test.n_shared == 0:
-        return f"{a} and {b} share no test videos: they cannot be compared.", False
-    if test.discordant == 0:
-        return (
-            f"{a} and {b} are right and wrong on exactly the same {test.n_shared} videos: "
-            "this test set cannot separate them.",
-            False,
-        )
-    counts = f"{a} alone right on {test.only_a}, {b} alone right on {test.only_b} of {test.n_shared} shared videos"
-    if p_holm < alpha:
-        better, worse = (a, b) if test.only_a > test.only_b else (b, a)
-        caveat = f" (only {test.discordant} disagreements: treat with care)" if test.discordant < MIN_DISCORDANT else ""
-        return f"{better} is more accurate than {worse}: {counts}; Holm-adjusted p = {p_holm:.3g}{caveat}.", True
-    if test.min_p_value > alpha or test.discordant < MIN_DISCORDANT:
-        return (
-            f"The test set is too small to separate {a} and {b}: they disagree on only {test.discordant} "
-            f"video(s) ({counts}); even a one-sided split of that many could not reach p < {alpha}"
-            if test.min_p_value > alpha
-            else f"The test set is too small to separate {a} and {b}: only {test.discordant} disagreements "
-            f"({counts}, Holm p = {p_holm:.3g})"
-        ) + ".", False
-    return f"No significant difference between {a} and {b}: {counts}; Holm-adjusted p = {p_holm:.3g}.", True
+    significant: bool
 
 
 def pairwise_mcnemar(correct: Mapping[str, Mapping[str, bool]], *, alpha: float = 0.05) -> list[PairwiseTest]:
     """Exact McNemar for every pair of models on the videos both predicted, Holm-corrected.
 
-    ``correct``: model -> {video_id: was the prediction right}.
+    ``correct``: model -> {video_id: was the prediction right}. It treats videos as independent.
     """
     names = list(correct)
     tests = []
@@ -274,8 +387,6 @@ def pairwise_mcnemar(correct: Mapping[str, Mapping[str, bool]], *, alpha: float 
         shared = sorted(set(correct[a]) & set(correct[b]))
         tests.append((a, b, mcnemar_exact([correct[a][v] for v in shared], [correct[b][v] for v in shared])))
     adjusted = holm([t.p_value for _, _, t in tests]) if tests else []
-    out = []
-    for (a, b, test), p_holm in zip(tests, adjusted, strict=True):
-        verdict, separable = _verdict(a, b, test, p_holm, alpha)
-        out.append(PairwiseTest(a, b, test, p_holm, verdict, separable))
-    return out
+    return [
+        PairwiseTest(a, b, test, p_holm, p_holm < alpha) for (a, b, test), p_holm in zip(tests, adjusted, strict=True)
+    ]

@@ -17,6 +17,12 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
+def notice(message: str) -> None:
+    """One line for the person running the command (standard error, flushed): what a stage
+    decided on its own, such as redoing stale or unreadable work."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def interactive() -> bool:
     """Whether progress goes to a terminal (where redrawn bars are readable)."""
     return sys.stderr.isatty()

@@ -7,9 +7,13 @@ Python-level allocations and misses NumPy/BLAS/libsvm/XGBoost buffers):
   a background thread every few milliseconds. On Linux it also resets the kernel's RSS
   high-water mark (``/proc/self/clear_refs``) on entry and reads ``VmHWM`` on exit, so a spike
   shorter than the sampling interval is still caught for this process. With ``cuda=True`` it
-  also reports the CUDA device memory: PyTorch's ``max_memory_allocated`` where torch has
-  initialised CUDA, and the sampled device-wide used memory (``cudaMemGetInfo``), which also
-  covers cuML, CuPy pools and XGBoost allocations that bypass PyTorch's allocator.
+  also reports the CUDA device memory, one definition for every model family
+  (:data:`MEMORY_KINDS`): the sampled device-wide used memory (``cudaMemGetInfo``) above a
+  clean baseline, taken after the memory pools of this process are released
+  (:func:`release_device_pools`: PyTorch's caching allocator, CuPy's pools), so memory that
+  earlier work (hyper-parameter search, another model) left cached is allocated again inside
+  the block and counted. It covers every allocator: PyTorch, CuPy/cuML/RMM, XGBoost, DALI and
+  NVDEC. PyTorch's ``max_memory_allocated`` is kept as a second figure (``torch_peak_bytes``).
 * On entry, freed heap pages are returned to the kernel (glibc ``malloc_trim``) so that work
   reusing memory an earlier stage freed still counts.
 * :func:`peak_rss_in_fresh_process` runs a function in a newly spawned interpreter and reads
@@ -36,6 +40,20 @@ import psutil
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
+
+# What a result's ``cost.memory_kind`` means (the README and the report quote these).
+MEMORY_KINDS = {
+    "cuda_device_used_peak_delta": (
+        "GPU memory in use on the device (cudaMemGetInfo, sampled every 5 ms) at its peak during the fit, minus "
+        "the level before it with this process's cached pool memory released; includes everything the fit "
+        "allocates through any allocator (PyTorch's caching allocator as reserved, CuPy/cuML/RMM pools, XGBoost, "
+        "DALI buffers and NVDEC surfaces) and, for the CNNs, the weights already on the GPU; excludes the CUDA "
+        "context; another process on the same GPU would be counted too"
+    ),
+    "process_rss_peak_delta": (
+        "resident memory (RSS) of the process and its children at its peak during the fit minus the level before it"
+    ),
+}
 
 
 @dataclass
@@ -114,6 +132,29 @@ def _kernel_high_water_bytes() -> int | None:
     except OSError:
         pass
     return None
+
+
+def release_device_pools() -> None:
+    """Give this process's cached GPU memory back to the device: garbage-collect, then empty
+    PyTorch's caching allocator and CuPy's device and pinned pools (only libraries already
+    imported; nothing is initialised here). RMM's default resource has no pool to release."""
+    import gc
+
+    gc.collect()
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+    if "cupy" in sys.modules:
+        try:
+            import cupy
+
+            cupy.get_default_memory_pool().free_all_blocks()
+            cupy.get_default_pinned_memory_pool().free_all_blocks()
+        except Exception:  # CuPy imported but without a usable GPU
+            pass
 
 
 def _cuda_device_used_reader() -> Callable[[], int] | None:
@@ -211,6 +252,7 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.cuda:
+            release_device_pools()
             self._device_reader = _cuda_device_used_reader()
             if self._device_reader is not None:
                 self.device_baseline_bytes = self._device_reader()

@@ -40,18 +40,31 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0, or a single process; usable before :func:`init_distributed` (reads torchrun's RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device: torch.device) -> DistContext:
-    """Join the process group torchrun describes (nccl on CUDA, gloo on the CPU), or stay single."""
+    """Join the process group torchrun describes (nccl on CUDA, gloo on the CPU), or stay single.
+
+    On CUDA the process's GPU is ``LOCAL_RANK``'s, already made current by the backend resolver
+    (:func:`core.backend.bind_local_cuda_device`, before any CUDA work); NCCL is bound to it with
+    ``device_id`` so its communicators are created there, not on GPU 0.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext(device=device)
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
@@ -107,6 +120,15 @@ def all_reduce_sum(value: float, context: DistContext) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device(context))
     dist.all_reduce(tensor)
     return float(tensor.item())
+
+
+def on_every_rank(flag: bool, context: DistContext) -> bool:
+    """Whether ``flag`` holds on every rank (one all-reduce under DDP), so that all ranks decide alike."""
+    if not context.enabled:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=_collective_device(context))
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
 
 
 def _collective_device(context: DistContext) -> torch.device:

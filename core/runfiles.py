@@ -2,7 +2,8 @@
 
 Every output goes through :func:`atomic_path` (write to a temporary file beside the target,
 then ``os.replace``), so an interrupted run never leaves a half-written file that a rerun
-would mistake for finished work.
+would mistake for finished work. A process killed outright (``kill -9``, power loss) cannot remove
+its temporary file; :func:`remove_stale_temporaries` does, at the start of every stage.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from core.console import notice
 
 REJECTED_COLUMNS = ("path", "reason", "stage", "time")
 
@@ -81,6 +87,10 @@ class RunPaths:
     def bench_dir(self) -> Path:
         return self.root / "bench"
 
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
     def result_json(self, model: str) -> Path:
         return self.results_dir / f"{model}.json"
 
@@ -109,6 +119,67 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
         return False
 
 
+# Temporary files are named ``.<target name>.<pid>@<host>.<random>.tmp``: the writer's process id
+# and host tell a file left by a dead process from one still being written.
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.tmp$")
+_ANY_TEMPORARY = re.compile(r"^\..+\.tmp$")
+# Every writer fills its temporary file as soon as it creates it, so a file untouched for a while
+# has no writer: removed after DEAD_WRITER_SECONDS when its writer (this host, its pid) is gone,
+# else after STALE_TEMPORARY_SECONDS (another host, a reused pid, a name from before the pid was
+# in it). The grace also covers a pid namespace that hides a live writer.
+DEAD_WRITER_SECONDS = 60.0
+STALE_TEMPORARY_SECONDS = 3600.0
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _is_stale(path: Path, now: float, max_age: float) -> bool:
+    try:
+        age = now - path.stat().st_mtime
+    except OSError:
+        return False
+    if age > max_age:
+        return True
+    named = _TEMPORARY.match(path.name)
+    writer_gone = named is not None and named["host"] == _host_tag() and not _pid_alive(int(named["pid"]))
+    return writer_gone and age > DEAD_WRITER_SECONDS
+
+
+def remove_stale_temporaries(
+    folder: str | os.PathLike[str], *, max_age: float = STALE_TEMPORARY_SECONDS
+) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` under ``folder`` (recursively) that no
+    writer will finish: written on this host by a process that no longer runs and untouched for a
+    minute, or untouched for ``max_age`` seconds. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = Path(parent) / name
+            if _ANY_TEMPORARY.match(name) and path.is_file() and _is_stale(path, now, max_age):
+                try:
+                    path.unlink()
+                except FileNotFoundError:  # its writer finished, or another cleaner was first
+                    continue
+                removed.append(path)
+    return removed
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
@@ -117,8 +188,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     either way the temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{target.name}.{os.getpid()}@{_host_tag()}."
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # name the file the user asked for, not its temporary sibling
+        raise type(exc)(exc.errno, exc.strerror or str(exc), str(target)) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -164,9 +239,54 @@ def atomic_write_json(target: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(target, to_json(data))
 
 
+class UnreadableFileError(ValueError):
+    """A file of the run exists but cannot be parsed (empty, truncated, overwritten with garbage)."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str, fix: str = "") -> None:
+        super().__init__(f"{path}: cannot be read ({problem})" + (f"; {fix}" if fix else ""))
+        self.path = Path(path)
+        self.problem = problem
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON in ``path``; :class:`UnreadableFileError` naming it when it is not JSON."""
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        try:
+            return json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UnreadableFileError(path, str(exc) or type(exc).__name__) from exc
+
+
+SET_ASIDE_SUFFIX = ".corrupt"
+
+
+def problem_text(error: BaseException, path: str | os.PathLike[str]) -> str:
+    """What is wrong with ``path`` according to ``error``, without repeating the path."""
+    if isinstance(error, UnreadableFileError):
+        return error.problem
+    text = str(error).removeprefix(f"{path}: ")
+    return text or type(error).__name__
+
+
+def set_aside(path: str | os.PathLike[str], problem: BaseException | str, *, redo: str) -> Path:
+    """Rename an unreadable run file to ``PATH.corrupt`` (``.corrupt.1``, ... when taken) so that the
+    work is redone without losing it, and say so in one line naming both files, the problem (an
+    error or its text) and what is redone (``redo``). Returns the new path (``path`` itself when
+    another process, such as another DDP rank, moved it first)."""
+    path = Path(path)
+    if isinstance(problem, BaseException):
+        problem = problem_text(problem, path)
+    target = path.with_name(path.name + SET_ASIDE_SUFFIX)
+    number = 0
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.name}{SET_ASIDE_SUFFIX}.{number}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return path
+    notice(f"{path} cannot be read ({problem}): kept as {target.name}; {redo}")
+    return target
 
 
 def fingerprint(*parts: Any) -> str:

@@ -60,7 +60,7 @@ class Cost:
     flops_per_clip: float | None = None
     peak_memory_fit_bytes: int | None = None
     peak_memory_predict_bytes: int | None = None
-    memory_kind: str = "process_rss_peak"  # or "cuda_max_allocated", "rmm_pool_peak"
+    memory_kind: str = "process_rss_peak"  # what the peaks measure: core.cost.MEMORY_KINDS
 
 
 @dataclass
@@ -195,7 +195,14 @@ def save_result(result: ModelResult, path: str | os.PathLike[str]) -> None:
 
 
 def load_result(path: str | os.PathLike[str]) -> ModelResult:
+    """The result in ``path``; a ValueError naming the file when it is not a valid result
+    (:class:`~core.runfiles.UnreadableFileError` when it is not even JSON)."""
+    data = read_json(path)
     try:
-        return result_from_dict(read_json(path))
+        if not isinstance(data, dict):
+            raise SchemaError(f"a JSON {type(data).__name__}, not a result object")
+        return result_from_dict(data)
     except SchemaError as exc:
         raise SchemaError(f"{path}: {exc}") from exc
+    except (TypeError, AttributeError, KeyError) as exc:  # a nested value of the wrong kind
+        raise SchemaError(f"{path}: malformed result ({type(exc).__name__}: {exc})") from exc

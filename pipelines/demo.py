@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.console import progress_bar
-from core.runfiles import atomic_write_json, read_json
+from core.runfiles import atomic_write_json, read_json, remove_stale_temporaries
 from pipelines.video.codecs import CODECS, codec_extension, write_video
 
 DEFAULT_CLASSES = ("PullUps", "Punch", "PushUps")
@@ -637,12 +637,14 @@ def generate_demo_dataset(
     """Render every clip of ``config`` into ``out_dir`` (UCF101 layout); returns all clip paths.
 
     Clips already present are kept (files are written atomically, so a present file is
-    complete); rerunning after an interruption renders only what is missing. ``workers``
+    complete); rerunning after an interruption renders only what is missing (and removes the
+    temporary files of writers that were killed). ``workers``
     processes render in parallel (default: up to 2).
     """
     config = config or DemoConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # left by a killed run
     _check_existing_settings(out_dir, config)
     jobs = [
         (class_name, group, clip, config, str(out_dir))

@@ -2,7 +2,8 @@
 
 Every stage resumes: its function skips work whose outputs are up to date (demo clips present,
 videos.csv unchanged, features.npz fingerprint, result files), so a killed run continues where it
-stopped. The settings of every stage come from one :class:`~workflow.profiles.Profile`.
+stopped; a CNN killed mid-training continues from its last finished epoch (``resume="auto"``).
+The settings of every stage come from one :class:`~workflow.profiles.Profile`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from analysis.names import human_name
 from core.backend import Backend, resolve_backend
 from core.runfiles import RunPaths, rejected_notice
 from models.deep.build import build_model
@@ -45,11 +47,19 @@ class _Run:
     backend: Backend
     classes: list[str] | None
     progress: bool
+    split_seed: int
+    command: str | None = None  # the command line, recorded in the report
     rejected: dict[str, RejectedVideo] = field(default_factory=dict)  # decode failures of this call, by path
+    warnings: list[str] = field(default_factory=list)  # repeated in the closing summary
 
     def note(self, message: str) -> None:
         if self.progress:
             print(f"  {message}", flush=True)
+
+    def warn(self, message: str) -> None:
+        """Say it now (with progress) and again in the closing summary, where a log reader looks."""
+        self.warnings.append(message)
+        self.note(f"WARNING {message}")
 
     def keep(self, report: StageReport) -> str:
         """The stage's line; its rejected videos count towards the run's closing line."""
@@ -57,17 +67,17 @@ class _Run:
         return report.line()
 
 
-def weights_or_scratch(config: DeepConfig, note: Callable[[str], None]) -> DeepConfig:
-    """The config, or the same with ``weights="none"`` when its pretrained weights are not on disk
-    (nothing is downloaded at run time); the result file records the weights used."""
+def weights_or_scratch(config: DeepConfig) -> tuple[DeepConfig, str | None]:
+    """The config, or the same with ``weights="none"`` and a warning when its pretrained weights are
+    not on disk (nothing is downloaded at run time); the result file records the weights used."""
     if not pretrained.is_pretrained(config.weights):
-        return config
+        return config, None
     try:
         build_model(config, 2)
     except pretrained.WeightsUnavailableError as exc:
-        note(f"WARNING {config.model}: {exc} -> training from scratch (weights none) instead.")
-        return replace(config, weights="none")
-    return config
+        warning = f"{human_name(config.model)}: {exc} -> trained from scratch (weights none) instead."
+        return replace(config, weights="none"), warning
+    return config, None
 
 
 def _demo_stage(run: _Run) -> tuple[Stage, Path]:
@@ -85,14 +95,18 @@ def _demo_stage(run: _Run) -> tuple[Stage, Path]:
 def _data_stages(run: _Run, source: Path) -> list[Stage]:
     def prepare() -> str:
         return stages.prepare(
-            source, run.run_dir, classes=run.classes, seed=run.profile.split_seed, progress=run.progress
+            source, run.run_dir, classes=run.classes, seed=run.split_seed, progress=run.progress
         ).line()
 
     def features() -> str:
         return run.keep(stages.features(run.run_dir, run.backend, run.profile.features, progress=run.progress))
 
     def classical() -> str:
-        return stages.classical(run.run_dir, run.backend, run.profile.classical, progress=run.progress).line()
+        return run.keep(
+            stages.classical(
+                run.run_dir, run.backend, run.profile.classical, run.profile.features, progress=run.progress
+            )
+        )
 
     return [
         Stage("prepare", f"prepare: index {source}, group-wise splits", prepare),
@@ -104,16 +118,21 @@ def _data_stages(run: _Run, source: Path) -> list[Stage]:
 def _deep_stage(run: _Run, model: str) -> Stage:
     def action() -> str:
         config = run.profile.deep_config(model)
-        if not has_current_result(run.run_dir, model):  # a finished model is reused whatever its weights
-            config = weights_or_scratch(config, run.note)
-        return run.keep(stages.deep(run.run_dir, run.backend, config, progress=run.progress))
+        if not has_current_result(run.run_dir, config):  # a finished model with the profile's weights is kept
+            config, warning = weights_or_scratch(config)
+            if warning:  # said now and again in the closing summary
+                run.warn(warning)
+        # An interrupted training continues from its last epoch when it had these very settings.
+        return run.keep(stages.deep(run.run_dir, run.backend, config, resume="auto", progress=run.progress))
 
-    return Stage("deep", f"deep model {model} ({run.profile.name} profile)", action)
+    return Stage("deep", f"deep model {human_name(model)} ({model}, {run.profile.name} profile)", action)
 
 
 def _analyze_stage(run: _Run) -> Stage:
     def action() -> str:
-        return stages.analyze(run.run_dir, run.backend, run.profile.analysis, progress=run.progress).line()
+        return stages.analyze(
+            run.run_dir, run.backend, run.profile.analysis, progress=run.progress, command=run.command
+        ).line()
 
     return Stage("analyze", "analyze: statistics, figures, interpretability, report", action)
 
@@ -140,6 +159,19 @@ def _is_last_of(key: str, stages: Sequence[Stage], number: int) -> bool:
     return not any(stage.key == key for stage in stages[number:])
 
 
+def closing_summary(run: _Run, index: Path | None, seconds: float) -> str:
+    """What ``run`` prints last, with or without progress: the time, the report and its one-screen
+    summary, every warning of the run again, and the rejected-videos notice."""
+    lines = []
+    if index is not None:
+        lines.append(f"Done in {seconds / 60:.1f} min. Report: {index}")
+        lines.append((index.parent / "summary.txt").read_text().rstrip("\n"))
+    lines += [f"WARNING {warning}" for warning in run.warnings]
+    if notice := rejected_notice(len(run.rejected), run.run_dir):
+        lines.append(notice)
+    return "\n".join(lines)
+
+
 def run_comparison(
     data_root: str | os.PathLike[str] | None,
     run_dir: str | os.PathLike[str],
@@ -150,16 +182,22 @@ def run_comparison(
     classes: Sequence[str] | None = None,
     progress: bool = True,
     stop_after: str | None = None,
+    seed: int | None = None,
+    command: str | None = None,
 ) -> Path:
     """Run every stage of the comparison into ``run_dir`` and return the report's index.html.
 
     ``data_root`` None: generate the profile's demo dataset into ``RUN_DIR/demo_data``.
     ``profile``: tiny | cpu | gpu (default gpu on a usable CUDA GPU, else cpu).
     ``stop_after``: a stage key (demo, prepare, features, classical, deep) to stop after.
+    ``seed``: the seed of the train/val/test split (default: the profile's ``split_seed``).
+    ``progress`` False: no stage banners or progress, only the closing summary (results, warnings).
+    ``command``: the command line, recorded in the report.
     """
     backend = backend or resolve_backend()
     chosen = profile if isinstance(profile, Profile) else get_profile(profile, backend)
-    run = _Run(Path(run_dir), chosen, backend, list(classes) if classes else None, progress)
+    split_seed = chosen.split_seed if seed is None else seed
+    run = _Run(Path(run_dir), chosen, backend, list(classes) if classes else None, progress, split_seed, command)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     stages = plan_stages(None if data_root is None else Path(data_root), run, skip_deep=skip_deep)
     if stop_after is not None and stop_after not in {stage.key for stage in stages}:
@@ -179,12 +217,8 @@ def run_comparison(
         run.note(f"{stage.action()}  [{time.perf_counter() - t0:.1f} s]")
         if stop_after == stage.key and _is_last_of(stage.key, stages, number):
             run.note(f"stopped after {stage.key} (as asked); rerun to continue")
-            if notice := rejected_notice(len(run.rejected), run.run_dir):
-                run.note(notice)
+            if text := closing_summary(run, None, time.perf_counter() - started):
+                print(text, flush=True)
             return index
-    if progress:
-        print(f"\nDone in {(time.perf_counter() - started) / 60:.1f} min. Report: {index}", flush=True)
-        print((index.parent / "summary.txt").read_text(), end="", flush=True)
-        if notice := rejected_notice(len(run.rejected), run.run_dir):
-            print(notice, flush=True)
+    print(("\n" if progress else "") + closing_summary(run, index, time.perf_counter() - started), flush=True)
     return index

@@ -2,7 +2,9 @@
 
 Each takes the run folder, the backend and the settings of one :class:`~workflow.profiles.Profile`
 and returns a :class:`StageReport`: the line that says what the stage did and the videos it could
-not decode. ``cli.py`` prints a report; ``workflow.run`` strings reports together.
+not decode. ``cli.py`` prints a report; ``workflow.run`` strings reports together. Each first
+removes the temporary files that killed writers left in the run folder
+(:func:`~core.runfiles.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from analysis.report import analyze_run
+from core import distributed as dist_utils
 from core.backend import Backend
-from core.runfiles import RunPaths, rejected_notice
+from core.runfiles import RunPaths, atomic_write_text, rejected_notice, remove_stale_temporaries
 from models.classical.train import ClassicalConfig, run_classical
+from models.deep.build import uses_clip_cache
 from models.deep.config import DeepConfig
 from models.deep.train import run_deep, summarize
 from pipelines.data.prepare import prepare_run
@@ -24,6 +29,7 @@ from pipelines.features.kernel import FeatureSpec
 from pipelines.features.store import extract_features
 from pipelines.video.cache import ClipCache
 from pipelines.video.loader import RejectedVideo
+from pipelines.video.routes import DecodeStats
 from workflow.profiles import AnalysisSettings
 
 
@@ -60,10 +66,12 @@ def prepare(
     seed: int = 0,
     progress: bool = True,
 ) -> StageReport:
+    remove_stale_temporaries(run_dir)
     summary = prepare_run(
         data_root, run_dir, classes=classes, split=split, val=val, test=test, seed=seed, progress=progress
     )
-    lines = ([] if summary.up_to_date else [summary.table()]) + [f"{summary} -> {summary.videos_csv}"]
+    lines = ([] if summary.up_to_date else [summary.table()]) + summary.duplicate_lines()
+    lines.append(f"{summary} -> {summary.videos_csv}")
     return StageReport(Path(run_dir), str(summary), lines=lines)
 
 
@@ -75,23 +83,40 @@ def features(
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
+    """Under torchrun every rank runs this (one GPU each, see core.distributed) and shares the videos."""
+    remove_stale_temporaries(run_dir)
     rejected: list[RejectedVideo] = []
-    found = extract_features(run_dir, backend, progress=progress, force=force, spec=spec, rejected=rejected)
-    message = f"{len(found)} videos x {found.X.shape[1]} features ({backend.features.name})"
-    written = f"{found.summary()} -> {RunPaths(run_dir).features_npz}"
-    return StageReport(Path(run_dir), message, rejected, lines=[written])
+    stats = DecodeStats()
+    context = dist_utils.init_distributed(backend.torch_device())
+    try:
+        found = extract_features(
+            run_dir, backend, progress=progress, force=force, spec=spec, rejected=rejected, decode_stats=stats,
+            context=context,
+        )  # fmt: skip
+    finally:
+        dist_utils.shutdown(context)
+    processes = f", {context.world_size} processes" if context.enabled else ""
+    message = f"{len(found)} videos x {found.X.shape[1]} features ({backend.features.name}{processes})"
+    written = f"{found.summary()} -> {RunPaths(run_dir).features_npz} ({backend.features.name}{processes})"
+    routes = stats.summary() if stats.routes else "decode routes: none (features.npz was up to date)"
+    return StageReport(Path(run_dir), message, rejected, lines=[written, routes])
 
 
 def classical(
     run_dir: str | os.PathLike[str],
     backend: Backend,
     config: ClassicalConfig,
+    feature_spec: FeatureSpec,
     *,
     models: Sequence[str] | None = None,
     learning_curve: bool = True,
     force: bool = False,
     progress: bool = True,
 ) -> StageReport:
+    """``feature_spec``: the settings to recompute features.npz with when it cannot be read (a stale
+    file is recomputed with the settings stored in it)."""
+    rejected: list[RejectedVideo] = []
+    remove_stale_temporaries(run_dir)
     results = run_classical(
         run_dir,
         backend,
@@ -100,6 +125,8 @@ def classical(
         force=force,
         config=config,
         progress=progress,
+        feature_spec=feature_spec,
+        rejected=rejected,
     )
     lines = [
         f"{r.model:<7} {r.backend:<12} macro-F1 {r.metrics.macro_f1:.3f}  fit {r.cost.fit_seconds:.2f}s  "
@@ -107,12 +134,13 @@ def classical(
         for r in results
     ]
     message = ", ".join(f"{r.model} F1 {r.metrics.macro_f1:.2f}" for r in results)
-    return StageReport(Path(run_dir), message, lines=lines)
+    return StageReport(Path(run_dir), message, rejected, lines=lines)
 
 
 def cache_notice(run_dir: str | os.PathLike[str], decode: dict[str, Any] | None = None) -> str | None:
-    """The line about the decoded-clip cache: its size on disk and, from a result's ``decode``
-    counters (:func:`models.deep.build.decode_summary`), its hit rate and limit (None when empty)."""
+    """The line about the decoded-clip cache: its size on disk and, from a result's
+    ``config["decode"]`` (see :func:`models.deep.train.run_deep`), its hit rate and limit (None
+    when the cache is empty)."""
     cache_dir = RunPaths(run_dir).cache_dir
     size = ClipCache(cache_dir).cache_size_bytes()
     if size <= 0:
@@ -139,9 +167,11 @@ def deep(
     *,
     learning_curve: bool = True,
     force: bool = False,
-    resume: bool = False,
+    resume: str = "no",
     progress: bool = True,
 ) -> StageReport:
+    """``resume``: "no", "yes" or "auto" (:data:`models.deep.checkpoint.RESUME_MODES`)."""
+    remove_stale_temporaries(run_dir)
     rejected: list[RejectedVideo] = []
     result = run_deep(
         run_dir,
@@ -157,8 +187,38 @@ def deep(
         f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s "
         f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
     )
-    notice = cache_notice(run_dir, result.config.get("decode")) if config.cache else None
+    notice = cache_notice(run_dir, result.config.get("decode")) if uses_clip_cache(config, backend) else None
     return StageReport(Path(run_dir), message, rejected, lines=[summarize(result), *([notice] if notice else [])])
+
+
+STALE_NOTE = "STALE.txt"
+PREVIOUS_INDEX = "index.stale.html"
+
+
+def check_is_run(run_dir: str | os.PathLike[str]) -> None:
+    """FileNotFoundError when ``run_dir`` holds neither run.json (from `prepare`) nor results/."""
+    paths = RunPaths(run_dir)
+    if not (paths.run_json.is_file() or paths.results_dir.is_dir()):
+        raise FileNotFoundError(
+            f"{run_dir} is not a run folder (no run.json, no results/): pass the folder given to `prepare --run` "
+            f"or `run --run`, e.g. runs/demo, not the dataset"
+        )
+
+
+def _set_previous_report_aside(report_dir: Path, run_dir: str | os.PathLike[str]) -> None:
+    """Before a new analysis: the old index.html becomes index.stale.html beside a STALE.txt that
+    says why, so a failed or killed analysis never leaves the old report looking current."""
+    index = report_dir / "index.html"
+    if not index.exists():
+        return
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    atomic_write_text(
+        report_dir / STALE_NOTE,
+        f"`analyze` started at {started} and has not finished (it failed or was interrupted): the files here are "
+        f"from an earlier analysis and may not match the current results ({PREVIOUS_INDEX} is the earlier "
+        f"report). Rerun `python cli.py analyze --run {run_dir}`.\n",
+    )
+    os.replace(index, report_dir / PREVIOUS_INDEX)
 
 
 def analyze(
@@ -168,16 +228,30 @@ def analyze(
     *,
     interpret: bool = True,
     progress: bool = True,
+    command: str | None = None,
 ) -> StageReport:
-    index = analyze_run(
-        run_dir,
-        progress=progress,
-        backend=backend,
-        n_resamples=settings.n_resamples,
-        interpret=interpret,
-        gradcam_per_class=settings.gradcam_per_class,
-        occlusion_per_class=settings.occlusion_per_class,
-        embeddings=settings.embeddings,
-    )
+    check_is_run(run_dir)
+    remove_stale_temporaries(run_dir)
+    report_dir = RunPaths(run_dir).report_dir
+    existed = report_dir.exists()
+    _set_previous_report_aside(report_dir, run_dir)
+    try:
+        index = analyze_run(
+            run_dir,
+            progress=progress,
+            backend=backend,
+            n_resamples=settings.n_resamples,
+            interpret=interpret,
+            gradcam_per_class=settings.gradcam_per_class,
+            occlusion_per_class=settings.occlusion_per_class,
+            embeddings=settings.embeddings,
+            command=command,
+        )
+    except BaseException:
+        if not existed and report_dir.is_dir() and not any(report_dir.iterdir()):
+            report_dir.rmdir()  # nothing was written: leave no empty report/ behind
+        raise
+    for leftover in (report_dir / STALE_NOTE, report_dir / PREVIOUS_INDEX):
+        leftover.unlink(missing_ok=True)
     summary = (index.parent / "summary.txt").read_text().rstrip("\n")
     return StageReport(Path(run_dir), f"report in {index.parent}", lines=[summary, f"report: {index}"])

@@ -4,7 +4,8 @@ For each model: a small grid is searched with group-aware cross-validation on th
 (:func:`tune_model` receives the train split and nothing else), the best parameters are refitted
 on the whole train split, the validation split is scored, and only then is the test split
 predicted, once. Results go to ``RUN_DIR/results/<model>.json`` (THE schema) and the fitted
-estimator to ``RUN_DIR/models/<model>.joblib``; both are written atomically and a finished
+estimator to ``RUN_DIR/models/<model>.skops`` (:mod:`models.classical.persist`: a format that runs no
+code when loaded); both are written atomically and a finished
 model is skipped on rerun unless the features or the configuration changed, or ``force``.
 """
 
@@ -17,16 +18,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from core.backend import Backend, library_versions
-from core.console import progress_bar
+from core.console import notice, progress_bar
 from core.cost import PeakMemory, file_size_bytes, timed
 from core.metrics import classification_metrics
-from core.runfiles import RunPaths, atomic_path, fingerprint
+from core.runfiles import RunPaths, fingerprint, set_aside
 from core.schema import Cost, LearningCurvePoint, ModelResult, Prediction, load_result, save_result
 from models.classical.estimators import (
     BASE_PARAMS,
@@ -37,10 +37,17 @@ from models.classical.estimators import (
     fit_cost,
     library_for,
 )
-from pipelines.data.records import read_videos_csv
+from models.classical.persist import model_file, save_classical_model
+from pipelines.data.records import index_fingerprint, read_videos_csv
 from pipelines.data.splits import group_strata
 from pipelines.features.kernel import FeatureSpec
-from pipelines.features.store import FeatureSet, features_fingerprint, iter_feature_batches, load_features
+from pipelines.features.store import (
+    FeatureSet,
+    extract_features,
+    features_fingerprint,
+    iter_feature_batches,
+    stored_spec,
+)
 
 LEARNING_CURVE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 SELECTION_RULES = ("one-se", "best")
@@ -428,6 +435,7 @@ class _RunContext:
     backend: Backend
     config: ClassicalConfig
     versions: dict[str, str | None]
+    index_fingerprint: str | None = None  # the run index the features were made from (None: made by hand)
     end_to_end_feature_seconds: float | None = None
     end_to_end_note: str = ""
 
@@ -458,9 +466,7 @@ def _train_one(name: str, library: str, ctx: _RunContext, with_curve: bool) -> M
         cuda=cuda,
         memory_interval_s=config.memory_interval_s,
     )
-    model_path = paths.models_dir / f"{name}.joblib"
-    with atomic_path(model_path) as tmp:
-        joblib.dump(model, tmp)
+    model_path = save_classical_model(model, model_file(paths.models_dir, name))
 
     validation = None
     if len(val):
@@ -537,17 +543,31 @@ def _train_one(name: str, library: str, ctx: _RunContext, with_curve: bool) -> M
         validation=validation,
         learning_curve=curve,
         artifacts={"model": os.path.relpath(model_path, paths.root)},
+        index_fingerprint=ctx.index_fingerprint,
     )
 
 
-def _reusable(path: Path, fp: str, paths: RunPaths, name: str) -> ModelResult | None:
-    if not path.exists() or not (paths.models_dir / f"{name}.joblib").exists():
+def _reusable(path: Path, fp: str, features: FeatureSet, paths: RunPaths, name: str) -> ModelResult | None:
+    """The stored result of ``name`` if it was made with these settings from these features and its
+    model file is there; an unreadable result is set aside, a stale one is named (both retrained)."""
+    if not path.exists():
         return None
     try:
         result = load_result(path)
-    except (ValueError, OSError):
+    except (ValueError, OSError) as exc:
+        set_aside(path, exc, redo=f"retraining {name}")
         return None
-    return result if result.config.get("fingerprint") == fp else None
+    if result.config.get("fingerprint") != fp:
+        made = (
+            "from other features (videos.csv or a video changed, or other feature settings)"
+            if result.config.get("features_fingerprint") != str(features.fingerprint)
+            else "with other settings (grid, folds, seed, selection rule or library)"
+        )
+        notice(f"{path} was made {made}: retraining {name}")
+        return None
+    if not model_file(paths.models_dir, name).exists():
+        return None
+    return result
 
 
 def train_classical_models(
@@ -561,8 +581,11 @@ def train_classical_models(
     config: ClassicalConfig | dict[str, Any] | None = None,
     progress: bool = True,
     feature_spec: FeatureSpec | None = None,
+    index_id: str | None = None,
 ) -> list[ModelResult]:
-    """Train, evaluate and save each model on an in-memory FeatureSet; see :func:`run_classical`."""
+    """Train, evaluate and save each model on an in-memory FeatureSet; see :func:`run_classical`.
+    ``index_id``: the run index (:func:`~pipelines.data.records.index_fingerprint`) the features were
+    made from, recorded in every result (None for a matrix made by hand)."""
 
     if isinstance(config, dict):
         config = ClassicalConfig(**config)
@@ -583,6 +606,7 @@ def train_classical_models(
         backend=backend,
         config=config,
         versions=library_versions(),
+        index_fingerprint=index_id,
     )
     measured = False
     results = []
@@ -592,7 +616,12 @@ def train_classical_models(
         library = library_for(name, backend)
         fp = _model_fingerprint(features, name, library, config)
         result_path = paths.result_json(name)
-        previous = None if force else _reusable(result_path, fp, paths, name)
+        previous = None if force else _reusable(result_path, fp, features, paths, name)
+        if previous is not None and previous.index_fingerprint != index_id and index_id is not None:
+            # Its features are this index's (the model fingerprint holds theirs): record it, as
+            # results of older versions did not.
+            previous.index_fingerprint = index_id
+            save_result(previous, result_path)
         if previous is not None and (
             not learning_curve
             or previous.learning_curve is not None
@@ -637,18 +666,23 @@ def run_classical(
     config: ClassicalConfig | dict[str, Any] | None = None,
     progress: bool = True,
     feature_spec: FeatureSpec | None = None,
+    rejected: list[Any] | None = None,
 ) -> list[ModelResult]:
     """Tune, fit and evaluate the classical models on ``RUN_DIR/features.npz``.
 
-    Writes ``RUN_DIR/results/<model>.json`` and ``RUN_DIR/models/<model>.joblib`` per model.
-    ``feature_spec``: the :class:`pipelines.features.kernel.FeatureSpec` the features were made with
-    (default ``FeatureSpec()``), used to time decode + features for the end-to-end cost.
+    Writes ``RUN_DIR/results/<model>.json`` and ``RUN_DIR/models/<model>.skops`` per model.
+    A features file made from another index than the run's current ``videos.csv`` and video files
+    (``prepare`` rerun, a video replaced) or one that cannot be read is recomputed first, with
+    the settings stored in it (else ``feature_spec``, default ``FeatureSpec()``): the features stage is
+    cheap and deterministic, and models trained on stale features would score old data as new.
+    Videos that fail to decode then are appended to ``rejected``.
     """
 
-    features_path = RunPaths(run_dir).features_npz
-    if not features_path.exists():
-        raise FileNotFoundError(f"{features_path} not found; run `python cli.py features --run {run_dir}` first")
-    features = load_features(features_path)
+    paths = RunPaths(run_dir)
+    if not paths.features_npz.exists():
+        raise FileNotFoundError(f"{paths.features_npz} not found; run `python cli.py features --run {run_dir}` first")
+    spec = stored_spec(paths.features_npz) or feature_spec or FeatureSpec()
+    features = extract_features(run_dir, backend, progress=progress, spec=spec, rejected=rejected)
     return train_classical_models(
         features,
         run_dir,
@@ -658,5 +692,6 @@ def run_classical(
         force=force,
         config=config,
         progress=progress,
-        feature_spec=feature_spec,
+        feature_spec=spec,
+        index_id=index_fingerprint(read_videos_csv(paths.videos_csv)),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -15,10 +15,11 @@ from core.distributed import DistContext
 from core.runfiles import RunPaths
 from models.deep.config import DeepConfig
 from models.networks import cnn2d, cnn3d
-from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord
 from pipelines.video.clips import ClipSpec
-from pipelines.video.loader import ClipLoader, add_decode_counts, make_clip_loader
+
+if TYPE_CHECKING:
+    from pipelines.video.loader import ClipLoader
 
 
 def build_model(config: DeepConfig, num_classes: int) -> nn.Module:
@@ -80,11 +81,27 @@ def flops_per_clip(model: nn.Module, config: DeepConfig, device: torch.device) -
     return float(counter.get_total_flops())
 
 
+def uses_clip_cache(config: DeepConfig, backend: Backend) -> bool:
+    """Whether the loaders read the decoded-clip cache: the config's choice, else the backend's default."""
+    return backend.clip_cache_default if config.cache is None else config.cache
+
+
+def clip_cache_max_bytes(config: DeepConfig) -> int | None:
+    """The decoded-clip cache's size limit in bytes (None: the cache's default)."""
+    return None if config.cache_max_gb is None else int(config.cache_max_gb * 1e9)
+
+
 def make_loaders(
     records: Sequence[VideoRecord], config: DeepConfig, backend: Backend, context: DistContext, run_dir: Path
 ) -> dict[str, ClipLoader | None]:
 
+    # Imported here, not at the top: the video stack (PyAV, OpenCV, DALI) loads only when loaders
+    # are made, so models and the training loop work on a machine without it (scripts/gpu_check.py).
+    from pipelines.data.keyframes import KeyframeIndexes
+    from pipelines.video.loader import make_clip_loader
+
     specs = clip_specs(config)
+    cache_dir = RunPaths(run_dir).cache_dir if uses_clip_cache(config, backend) else None
     shard = dict(num_shards=context.world_size, shard_id=context.rank)
     keyframes = KeyframeIndexes(RunPaths(run_dir).keyframes_npz)  # read once for the three splits
     loaders = {}
@@ -102,22 +119,10 @@ def make_loaders(
             shuffle=split == "train",
             run_dir=run_dir,
             num_threads=config.num_threads,
-            cache_dir=RunPaths(run_dir).cache_dir if config.cache else None,
-            cache_max_bytes=None if config.cache_max_gb is None else int(config.cache_max_gb * 1e9),
+            cache_dir=cache_dir,
+            cache_max_bytes=clip_cache_max_bytes(config),
             keyframes=keyframes,
             stage=f"deep-{config.model}",
             **shard,
         )
     return loaders
-
-
-def decode_summary(counts: Sequence[dict[str, float]], loaders: Sequence[ClipLoader | None] = ()) -> dict[str, Any]:
-    """The decode and cache counters of ``counts`` and ``loaders`` added up (see
-    :func:`pipelines.video.loader.add_decode_counts`), with the cache's size limit."""
-    total: dict[str, Any] = add_decode_counts(
-        [*counts, *(loader.decode_counts() for loader in loaders if loader is not None)]
-    )
-    caches = [loader.cache for loader in loaders if loader is not None and loader.cache is not None]
-    if caches:
-        total["cache_max_bytes"] = caches[0].max_bytes
-    return total

@@ -6,6 +6,7 @@ here are the recipe's own (R3D-18 at 16 x 112 px, the notebook study's clip).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,6 +14,16 @@ from models.networks import cnn2d, cnn3d
 
 MODELS = ("cnn2d", "cnn3d")
 OPTIMIZERS = ("adamw", "sgd")
+# Settings that do not change what the main model learns: the profile is a label; the decoded-clip
+# cache and its size limit, thread counts, memory layout and torch.compile only change speed (results
+# stored the layout actually used under "channels_last"); the learning-curve settings concern the
+# curve's retrained models, whose points carry their own fingerprint (models/deep/curve.py).
+NOT_IN_MODEL = frozenset(
+    {
+        "profile", "num_threads", "cache", "cache_max_gb", "channels_last", "compile",
+        "learning_curve_fractions", "learning_curve_epochs",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,9 @@ class DeepConfig:
     deterministic: bool = False
     seed: int = 0
     num_threads: int = 2
-    cache: bool = True  # decoded-clip cache under RUN_DIR/cache (speed only: what is trained stays the same)
+    # Decoded-clip cache under RUN_DIR/cache (speed only: what is trained stays the same). None: the
+    # backend's default (core.backend.CLIP_CACHE_DEFAULT: on with CPU decoding, off with NVDEC).
+    cache: bool | None = None
     cache_max_gb: float | None = None  # its size limit (1e9 bytes); None: 25% of the disk space free for it
     learning_curve_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     learning_curve_epochs: int | None = None  # None: the same epochs as the main run
@@ -77,3 +90,13 @@ class DeepConfig:
         data = asdict(self)
         data["learning_curve_fractions"] = list(self.learning_curve_fractions)
         return data
+
+    def changes_from(self, saved: Mapping[str, Any], ignore: frozenset[str] = NOT_IN_MODEL) -> list[str]:
+        """``"name: saved -> current"`` for every setting, outside ``ignore``, that differs from
+        ``saved`` (the settings stored in a result or checkpoint)."""
+        current = self.to_dict()
+        return [
+            f"{name}: {saved.get(name)!r} -> {value!r}"
+            for name, value in current.items()
+            if name not in ignore and saved.get(name) != value
+        ]

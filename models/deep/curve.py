@@ -15,7 +15,7 @@ from torch import nn
 from core import distributed as dist_utils
 from core.backend import Backend
 from core.distributed import DistContext
-from core.runfiles import atomic_write_json, fingerprint, read_json
+from core.runfiles import atomic_write_json, fingerprint, read_json, set_aside
 from core.schema import LearningCurvePoint
 from models.deep.config import DeepConfig
 from models.deep.evaluate import predict_videos
@@ -94,13 +94,17 @@ def point_path(points_dir: Path, fraction: float, seed: int) -> Path:
 
 
 def load_point(path: Path, expected_fingerprint: str) -> SeedScore | None:
-    """The saved score, or None when missing, unreadable or written for other settings or data."""
+    """The saved score, or None when missing, written for other settings or data, or unreadable
+    (then set aside and named: the point is retrained)."""
+    if not path.is_file():
+        return None
     try:
         saved = read_json(path)
         if saved.get("fingerprint") != expected_fingerprint:
             return None
         return SeedScore(**saved["score"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        set_aside(path, exc, redo="retraining this learning-curve point")
         return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,7 +18,9 @@ from core.metrics import classification_metrics
 from core.schema import Metrics
 from models.deep.runtime import autocast, synchronize
 from models.networks.protocol import ClipClassifier
-from pipelines.video.loader import ClipBatch
+
+if TYPE_CHECKING:  # annotations only: evaluation runs without the video stack (scripts/gpu_check.py)
+    from pipelines.video.loader import ClipBatch
 
 
 @dataclass

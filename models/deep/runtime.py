@@ -60,18 +60,21 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 
 class DeviceMemory:
-    """Peak memory of a block: ``torch.cuda.max_memory_allocated`` on CUDA, else the process RSS
-    high-water mark above the baseline on entry (core.cost.PeakMemory)."""
+    """Peak memory of a block with :class:`core.cost.PeakMemory`'s definition (see
+    :data:`core.cost.MEMORY_KINDS`): on CUDA the device memory in use above a clean baseline plus
+    ``resident``'s weights, which were moved to the GPU before the block (so a CNN's figure holds
+    all it needs on the device, like a classical model's fit); else the process RSS above the
+    baseline. ``torch_peak_bytes``: PyTorch's ``max_memory_allocated`` during the block (CUDA)."""
 
-    def __init__(self, device: torch.device) -> None:
-
+    def __init__(self, device: torch.device, resident: nn.Module | None = None) -> None:
         self.device = device
+        self.resident_bytes = 0
+        if resident is not None and device.type == "cuda":
+            tensors = [*resident.parameters(), *resident.buffers()]
+            self.resident_bytes = sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)
         self._sampler = PeakMemory(cuda=device.type == "cuda")
 
     def __enter__(self) -> DeviceMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
         self._sampler.__enter__()
         return self
 
@@ -80,17 +83,21 @@ class DeviceMemory:
 
     @property
     def peak_bytes(self) -> int:
-        if self.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.device))
+        if self._sampler.device_delta_bytes is not None:
+            return int(self._sampler.device_delta_bytes) + self.resident_bytes
         return int(self._sampler.rss_delta_bytes)
 
     @property
     def kind(self) -> str:
-        return "cuda_max_allocated" if self.device.type == "cuda" else "process_rss_peak_delta"
+        return self._sampler.kind
+
+    @property
+    def torch_peak_bytes(self) -> int | None:
+        return self._sampler.torch_peak_bytes
 
 
-def peak_memory(device: torch.device) -> DeviceMemory:
-    return DeviceMemory(device)
+def peak_memory(device: torch.device, resident: nn.Module | None = None) -> DeviceMemory:
+    return DeviceMemory(device, resident)
 
 
 def synchronize(device: torch.device) -> None:

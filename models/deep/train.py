@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import pickle
 from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -24,50 +24,96 @@ from torch import nn
 
 from core import distributed as dist_utils
 from core.backend import Backend, library_versions
+from core.console import notice
 from core.distributed import DistContext
-from core.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, to_json
+from core.runfiles import RunPaths, atomic_path, atomic_write_json, read_json, set_aside, to_json
 from core.schema import Cost, ModelResult, Prediction, load_result, save_result
 from models.deep.build import (
     build_model,
     count_parameters,
-    decode_summary,
     flops_per_clip,
     make_loaders,
     normalization,
+    uses_clip_cache,
 )
-from models.deep.checkpoint import load_checkpoint, save_checkpoint
+from models.deep.checkpoint import RESUME_MODES, save_checkpoint
 from models.deep.config import DeepConfig
-from models.deep.curve import CURVE_DIR, learning_curve_points
+from models.deep.curve import CURVE_DIR, curve_config, learning_curve_points
 from models.deep.evaluate import VideoScores, predict_videos
 from models.deep.runtime import amp_dtype, configure_determinism, peak_memory, seed_everything, use_channels_last
 from models.deep.training import TrainOutcome, train_from_state
 from models.networks import cnn2d, cnn3d
 from pipelines.data.records import VideoRecord, index_fingerprint, read_videos_csv, records_in_split
 from pipelines.data.records import class_names as ordered_class_names
+from pipelines.video.routes import DecodeStats, add_decode_counts
 
 
-def has_current_result(run_dir: str | os.PathLike[str], model: str) -> bool:
-    """Whether RUN_DIR/results/<model>.json exists and was made from the run's current index
+def _made_from(result: ModelResult) -> str | None:
+    """The run index a result was made from (results of older versions kept it in their config)."""
+    return result.index_fingerprint or result.config.get("data_fingerprint")
+
+
+def stored_result(path: Path, config: DeepConfig, data_id: str, *, quiet: bool = False) -> ModelResult | None:
+    """The result at ``path`` when it can stand for ``config`` on the index ``data_id``; else None,
+    after saying why it is retrained (unless ``quiet``): unreadable (set aside), made from another
+    index (``prepare`` rerun, a video replaced), or trained with other settings."""
+    if not path.is_file():
+        return None
+    try:
+        result = load_result(path)
+    except (ValueError, OSError) as exc:
+        if not quiet:
+            set_aside(path, exc, redo=f"retraining {config.model}")
+        return None
+    if _made_from(result) != data_id:
+        if not quiet:
+            notice(f"{path} was made from another index (videos.csv or a video changed): retraining {config.model}")
+        return None
+    changed = config.changes_from(result.config)
+    if changed:
+        if not quiet:
+            notice(f"{path} was trained with other settings ({', '.join(changed)}): retraining {config.model}")
+        return None
+    return result
+
+
+def has_current_result(run_dir: str | os.PathLike[str], config: DeepConfig) -> bool:
+    """Whether RUN_DIR/results/<model>.json stands for ``config`` on the run's current index
     (videos.csv and its files: :func:`~pipelines.data.records.index_fingerprint`)."""
     paths = RunPaths(run_dir)
-    result_path = paths.result_json(model)
-    if not (result_path.is_file() and paths.videos_csv.is_file()):
+    if not paths.videos_csv.is_file():
         return False
-    made_from = load_result(result_path).config.get("data_fingerprint")
-    return made_from == index_fingerprint(read_videos_csv(paths.videos_csv))
+    data_id = index_fingerprint(read_videos_csv(paths.videos_csv))
+    return stored_result(paths.result_json(config.model), config, data_id, quiet=True) is not None
 
 
-def _notice(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _curve_is_current(result: ModelResult, config: DeepConfig) -> bool:
+    """Whether ``result`` has the learning curve ``config`` asks for (its fractions and epochs)."""
+    wanted = curve_config(config)
+    curve = result.learning_curve
+    return curve is not None and [point.fraction for point in curve] == list(wanted.learning_curve_fractions) and all(
+        point.epochs == wanted.epochs for point in curve
+    )
 
 
-def _resumable_data(checkpoint_dir: Path, data_id: str, resume: bool, context: DistContext) -> bool:
-    """``resume`` unless the checkpoints were written for another index; records the index in
-    ``checkpoint_dir/data.json`` for the training about to start."""
+def _resume_mode(checkpoint_dir: Path, data_id: str, resume: str, context: DistContext) -> str:
+    """``resume`` unless the checkpoints were written for another index ("no" then); records the
+    index in ``checkpoint_dir/data.json`` for the training about to start."""
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume {resume!r}: use one of {', '.join(RESUME_MODES)}")
     marker = checkpoint_dir / "data.json"
-    if resume and marker.is_file() and read_json(marker).get("data_fingerprint") != data_id:
-        _notice(f"{checkpoint_dir} holds checkpoints of other videos.csv rows (re-prepared?): starting afresh")
-        resume = False
+    if resume != "no" and marker.is_file():
+        try:
+            made_from = read_json(marker).get("data_fingerprint")
+        except (ValueError, OSError, AttributeError) as exc:
+            set_aside(marker, exc, redo="training afresh")
+            made_from = None
+        if made_from != data_id:
+            notice(
+                f"{checkpoint_dir} holds checkpoints of another index (videos.csv or a video changed since): "
+                "training afresh"
+            )
+            resume = "no"
     if context.is_main:
         atomic_write_json(marker, {"data_fingerprint": data_id})
     return resume
@@ -80,15 +126,18 @@ def run_deep(
     *,
     learning_curve: bool = False,
     force: bool = False,
-    resume: bool = False,
+    resume: str = "no",
     progress: bool = True,
     rejected: list[Any] | None = None,
 ) -> ModelResult:
     """Train, test and measure one deep model; write RUN_DIR/results/<model>.json (rank 0 only).
 
-    A finished model is returned as is unless ``force`` or the run's index changed since it was made
-    (videos.csv re-prepared: other videos or splits), which retrains it so that every model of a
-    run is compared on the same split; a missing learning curve is added when asked.
+    A finished model is returned as is unless ``force``, or the run's index changed since it was made
+    (videos.csv re-prepared: other videos or splits; a video file replaced), or it was trained with
+    other settings (:func:`stored_result` says which), which retrain it; an unreadable result is set
+    aside and retrained. A missing learning curve, or one of other fractions or epochs, is added.
+    ``resume`` (:data:`~models.deep.checkpoint.RESUME_MODES`): "yes" continues from
+    checkpoints/<model>/last.pt, "auto" (``run``) only from one of these very settings.
     The result is written as soon as the model is tested, then again with the learning curve, whose
     points are saved one by one under checkpoints/<model>/curve/: an interrupted curve continues
     with its next point on a rerun (``force`` retrains them all).
@@ -104,13 +153,12 @@ def run_deep(
         )
     records = read_videos_csv(paths.videos_csv)
     data_id = index_fingerprint(records)
-    if result_path.is_file() and not force:
-        existing = load_result(result_path)
-        if existing.config.get("data_fingerprint") != data_id:
-            _notice(f"{result_path} was made from other videos.csv rows (re-prepared?): retraining {config.model}")
-            force = True
-        elif not learning_curve or existing.learning_curve is not None:
-            return existing
+    existing = None if force else stored_result(result_path, config, data_id)
+    if existing is not None and existing.index_fingerprint is None and dist_utils.is_main_process():
+        existing.index_fingerprint = data_id  # a result of an older version: record its index
+        save_result(existing, result_path)
+    if existing is not None and (not learning_curve or _curve_is_current(existing, config)):
+        return existing
     names = ordered_class_names(records)
     if not records_in_split(records, "test"):
         raise ValueError(f"{paths.videos_csv} has no test videos; rerun `python cli.py prepare`")
@@ -124,17 +172,16 @@ def run_deep(
     try:
         configure_determinism(config.deterministic, context.device)
         loaders = make_loaders(records, config, backend, context, Path(run_dir))
-        if result_path.is_file() and not force:  # only the learning curve is missing
-            result = load_result(result_path)
+        if existing is not None:  # only the learning curve is missing or of other settings
             curve_rejected: list[Any] = []
             result = _add_learning_curve(
-                result, initial_state, records, loaders, config, backend, context, paths, progress=progress,
+                existing, initial_state, records, loaders, config, backend, context, paths, progress=progress,
                 rejected=curve_rejected,
             )  # fmt: skip
             _collect_rejected(rejected, [loaders["val"], loaders["test"]], curve_rejected, context)
             return result
         checkpoint_dir = paths.checkpoints_dir / config.model
-        resume = _resumable_data(checkpoint_dir, data_id, resume, context)
+        resume = _resume_mode(checkpoint_dir, data_id, resume, context)
         model, outcome = train_from_state(
             initial_state,
             records,
@@ -149,7 +196,7 @@ def run_deep(
             progress=progress,
         )
         dtype = amp_dtype(config, context.device)
-        with peak_memory(context.device) as predict_memory:
+        with peak_memory(context.device, resident=model) as predict_memory:
             test = predict_videos(
                 model, loaders["test"], context.device, dtype, context, progress=progress, desc="test"
             )
@@ -167,9 +214,8 @@ def run_deep(
             predict_memory.peak_bytes,
             paths,
         )
-        result.config["data_fingerprint"] = data_id
-        # How clips were decoded (this rank): PyAV seeks and fallbacks, frames per clip, cache hit rate.
-        result.config["decode"] = decode_summary([outcome.loader_counts], [loaders["val"], loaders["test"]])
+        result.config.update(**_run_facts(config, backend, outcome, loaders, context))
+        result.index_fingerprint = data_id
         if context.is_main:
             _save_model(paths.models_dir / f"{config.model}.pt", plain, config, names)
             _save_embeddings(paths.embeddings_dir / f"{config.model}.npz", test, names)
@@ -186,6 +232,36 @@ def run_deep(
         return result
     finally:
         dist_utils.shutdown(context)
+
+
+def _run_facts(
+    config: DeepConfig, backend: Backend, outcome: TrainOutcome, loaders: dict[str, Any], context: DistContext
+) -> dict[str, Any]:
+    """Result config entries about how the run went: the clip cache used, PyTorch's own peak, and
+    how clips were decoded (``decode``, over the training, validation and test loaders of all ranks):
+    the clips per decode route and the clips that left their route (``routes``, ``fallbacks``),
+    the PyAV route's counters (seeks, sequential fallbacks, frames decoded per clip) and the
+    cache's (hit rate, evictions, size limit). Every rank must call it (it gathers across ranks)."""
+    evaluation = [loaders[s] for s in ("val", "test") if loaders[s] is not None]
+    local = (
+        DecodeStats.merged([outcome.decode_stats, *(loader.decode_stats for loader in evaluation)]),
+        [outcome.loader_counts, *(loader.decode_counts() for loader in evaluation)],
+    )
+    gathered = dist_utils.gather_objects(local, context)
+    routes = DecodeStats.merged(stats for stats, _ in gathered)
+    decode: dict[str, Any] = {
+        "routes": dict(sorted(routes.routes.items())),
+        "fallbacks": dict(sorted(routes.fallbacks.items())),
+        **add_decode_counts(counts for _, part in gathered for counts in part),
+    }
+    caches = [loader.cache for loader in evaluation if loader.cache is not None]
+    if caches:
+        decode["cache_max_bytes"] = caches[0].max_bytes
+    return {
+        "cache": uses_clip_cache(config, backend),
+        "torch_max_memory_allocated_bytes": outcome.torch_peak_bytes,
+        "decode": decode,
+    }
 
 
 def _collect_rejected(
@@ -330,8 +406,18 @@ def load_trained_model(
     path: str | os.PathLike[str], device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A model saved by :func:`run_deep` (RUN_DIR/models/<model>.pt), in eval mode, and its metadata
-    (architecture, class_names, config, mean, std, input_layout)."""
-    payload = load_checkpoint(Path(path))
+    (architecture, class_names, config, mean, std, input_layout).
+
+    The file holds tensors, strings and numbers only, so it is read with ``weights_only=True``: a
+    file from someone else's run folder cannot run code here (a file that needs more is refused).
+    """
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ValueError(
+            f"{path} is not a model file of `deep` that loads without running code ({type(exc).__name__}); "
+            "retrain it with `python cli.py deep --run RUN --model MODEL --force`"
+        ) from exc
     known = {f.name for f in fields(DeepConfig)}
     config = DeepConfig(**{k: v for k, v in payload["config"].items() if k in known})
     model = build_model(replace(config, weights="none"), len(payload["class_names"]))

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from models.deep.build import build_model, make_loaders
 from models.deep.checkpoint import (
     check_resumable,
     cpu_state,
-    load_checkpoint,
+    load_resume_point,
     rng_states,
     save_checkpoint,
     set_rng_states,
@@ -32,7 +32,10 @@ from models.deep.config import DeepConfig
 from models.deep.evaluate import predict_videos
 from models.deep.runtime import amp_dtype, autocast, peak_memory, prepare_model, seed_everything
 from pipelines.data.records import VideoRecord
-from pipelines.video.loader import ClipLoader
+from pipelines.video.routes import DecodeStats
+
+if TYPE_CHECKING:  # annotations only: the training loop runs without the video stack (scripts/gpu_check.py)
+    from pipelines.video.loader import ClipLoader
 
 
 @dataclass
@@ -41,7 +44,7 @@ class TrainState:
 
     epoch: int = -1  # last completed epoch
     best_epoch: int = -1
-    best_macro_f1: float = -1.0
+    best_macro_f1: float = -math.inf  # without a validation split, minus the training loss
     epoch_seconds: list[float] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
@@ -55,8 +58,21 @@ class TrainOutcome:
     fit_seconds: float
     peak_memory_bytes: int | None
     memory_kind: str
+    torch_peak_bytes: int | None = None  # PyTorch's max_memory_allocated during training (CUDA)
     rejected: list[Any] = field(default_factory=list)  # training videos that failed to decode (this rank)
+    decode_stats: DecodeStats = field(default_factory=DecodeStats)  # the training loader's routes (this rank)
     loader_counts: dict[str, float] = field(default_factory=dict)  # the training loader's decode_counts()
+
+
+# BatchNorm cannot normalise one value per channel in training: R3D-18's last blocks see one value per
+# clip at small crops (ResNet-18 at one frame per clip), so a training batch needs two clips or more.
+MIN_TRAIN_BATCH = 2
+
+
+def training_batches(loader: ClipLoader) -> int:
+    """Batches trained on per epoch: the loader's, less a last batch of a single clip (dropped)."""
+    full, rest = divmod(loader.n_videos * loader.spec.clips_per_video, loader.batch_size)
+    return full + int(rest >= MIN_TRAIN_BATCH)
 
 
 def make_optimizer(model: nn.Module, config: DeepConfig) -> torch.optim.Optimizer:
@@ -96,7 +112,7 @@ def train_model(
     context: DistContext | None = None,
     *,
     checkpoint_dir: Path | None = None,
-    resume: bool = False,
+    resume: str = "no",
     progress: bool = True,
     desc: str = "",
     on_epoch_end: Callable[[int, TrainState], None] | None = None,
@@ -105,13 +121,14 @@ def train_model(
 
     ``train_loader``/``val_loader`` are clip loaders (``__iter__`` of ClipBatch, ``__len__``, ``set_epoch``).
     With ``checkpoint_dir``, writes last.pt after every epoch and best.pt on improvement; ``resume``
-    continues from last.pt (model, optimizer, scheduler, scaler, epoch, RNG states, history).
+    (:data:`~models.deep.checkpoint.RESUME_MODES`) "yes" or "auto" continues from last.pt (model,
+    optimizer, scheduler, scaler, epoch, RNG states, history).
     """
     context = context or DistContext(device=device)
     dtype = amp_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     optimizer = make_optimizer(model, config)
-    batches = min(dist_utils.gather_objects(len(train_loader), context))
+    batches = min(dist_utils.gather_objects(training_batches(train_loader), context))
     steps_per_epoch = max(1, math.ceil(batches / config.grad_accum))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -122,20 +139,15 @@ def train_model(
     best_state = cpu_state(model)
     last_path = checkpoint_dir / "last.pt" if checkpoint_dir else None
     best_path = checkpoint_dir / "best.pt" if checkpoint_dir else None
-    if resume and last_path is not None and last_path.is_file():
-        checkpoint = load_checkpoint(last_path)
-        check_resumable(checkpoint.get("config", {}), config, last_path)
-        dist_utils.unwrap(model).load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        state = TrainState(**checkpoint["train_state"])
-        set_rng_states(checkpoint["rng"], device)
-        if best_path is not None and best_path.is_file():
-            best_state = load_checkpoint(best_path)["model"]
+    point = load_resume_point(last_path, best_path) if resume != "no" and last_path and best_path else None
+    if point is not None and check_resumable(point, config, last_path, resume):
+        state = _restore(point.last, model, optimizer, scheduler, scaler, device)
+        best_state = point.best_model if point.best_model is not None else best_state
+        if progress and context.is_main:
+            print(f"{desc or config.model}: resuming from {last_path} after epoch {state.epoch + 1}", flush=True)
     ddp_model = dist_utils.wrap_model(model, context)
     train_model_ = torch.compile(ddp_model) if config.compile else ddp_model
-    memory = peak_memory(device)
+    memory = peak_memory(device, resident=model)
     with memory:
         for epoch in range(state.epoch + 1, config.epochs):
             if state.stopped_early:
@@ -176,18 +188,7 @@ def train_model(
             if checkpoint_dir is not None and context.is_main:
                 if improved:
                     save_checkpoint(best_path, {"model": best_state, "epoch": epoch, "val_macro_f1": macro_f1})
-                save_checkpoint(
-                    last_path,
-                    {
-                        "model": cpu_state(model),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "train_state": asdict(state),
-                        "rng": rng_states(device),
-                        "config": config.to_dict(),
-                    },
-                )
+                save_checkpoint(last_path, _last_payload(model, optimizer, scheduler, scaler, state, device, config))
             dist_utils.barrier(context)
             if progress and context.is_main:
                 print(
@@ -209,7 +210,46 @@ def train_model(
         fit_seconds=float(sum(state.epoch_seconds)),
         peak_memory_bytes=memory.peak_bytes,
         memory_kind=memory.kind,
+        torch_peak_bytes=memory.torch_peak_bytes,
     )
+
+
+def _last_payload(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    state: TrainState,
+    device: torch.device,
+    config: DeepConfig,
+) -> dict[str, Any]:
+    """What last.pt holds (models.deep.checkpoint.CHECKPOINT_PARTS): tensors and plain values only."""
+    return {
+        "model": cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "train_state": asdict(state),
+        "rng": rng_states(device),
+        "config": config.to_dict(),
+    }
+
+
+def _restore(
+    checkpoint: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> TrainState:
+    """Load a last.pt payload into the training objects and the RNGs; its TrainState."""
+    dist_utils.unwrap(model).load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_states(checkpoint["rng"], device)
+    return TrainState(**checkpoint["train_state"])
 
 
 def _train_one_epoch(
@@ -230,11 +270,18 @@ def _train_one_epoch(
 ) -> dict[str, float]:
     """One pass over the loader with gradient accumulation; returns mean loss, clips/s, dt_data, dt_net."""
     total_loss, total_clips, data_time, net_time, micro = 0.0, 0, 0.0, 0.0, 0
-    n_batches = len(loader)
+    n_batches = training_batches(loader)
     bar = progress_bar(total=n_batches, desc=desc, leave=False, enabled=progress and context.is_main, unit="batch")
     optimizer.zero_grad(set_to_none=True)
     t_data = time.perf_counter()
     for batch in dist_utils.in_lockstep(loader, context):
+        # A batch of one clip (the last of an epoch, or one thinned by videos that failed to decode) is
+        # dropped, not merged into the batch before it: merging would need to look a batch ahead and a
+        # DALI pipeline larger than the batch size, for one clip per epoch, and the order is reshuffled
+        # every epoch, so a different clip sits out each time. Under DDP all ranks skip the step together.
+        if not dist_utils.on_every_rank(len(batch.labels) >= MIN_TRAIN_BATCH, context):
+            t_data = time.perf_counter()
+            continue
         inputs = batch.clips.to(device, non_blocking=True)
         labels = torch.as_tensor(batch.labels, dtype=torch.long).to(device, non_blocking=True)
         t_net = time.perf_counter()
@@ -269,7 +316,10 @@ def _train_one_epoch(
     total_loss = dist_utils.all_reduce_sum(total_loss, context)  # whole-batch figures under DDP
     total_clips = int(dist_utils.all_reduce_sum(total_clips, context))
     if total_clips == 0:
-        raise ValueError("the training loader yielded no clips; see rejected.csv")
+        raise ValueError(
+            f"no training batch of {MIN_TRAIN_BATCH} clips or more (BatchNorm needs {MIN_TRAIN_BATCH}): add training "
+            "videos and rerun `python cli.py prepare` (rejected.csv lists the videos that failed to decode)"
+        )
     return {
         "loss": total_loss / total_clips,
         "clips_per_second": total_clips / max(data_time + net_time, 1e-9),  # all ranks together
@@ -289,7 +339,7 @@ def train_from_state(
     class_names: Sequence[str],
     *,
     checkpoint_dir: Path | None = None,
-    resume: bool = False,
+    resume: str = "no",
     progress: bool = True,
     desc: str = "",
 ) -> tuple[nn.Module, TrainOutcome]:
@@ -316,5 +366,6 @@ def train_from_state(
         desc=desc,
     )
     outcome.rejected = list(train_loader.rejected)
+    outcome.decode_stats = train_loader.decode_stats
     outcome.loader_counts = train_loader.decode_counts()
     return model, outcome

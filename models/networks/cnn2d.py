@@ -93,6 +93,7 @@ def build_cnn2d(
     model = FrameResNet(num_classes, pooling=pooling, dropout=dropout)
     if pretrained.is_pretrained(weights):
         path = pretrained.resolve_file(weights, ResNet18_Weights, "cnn2d (ResNet-18)")  # type: ignore[arg-type]
-        state = pretrained.load_state_dict(path)
-        pretrained.load_backbone(model.backbone, state, head_prefixes=("fc.", "head.", "pool.", "dropout."))
+        name = "cnn2d (ResNet-18)"
+        state = pretrained.load_state_dict(path, name)
+        pretrained.load_backbone(model.backbone, state, ("fc.", "head.", "pool.", "dropout."), path, name)
     return model

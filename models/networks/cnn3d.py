@@ -81,6 +81,6 @@ def build_cnn3d(
     model = ClipR3D(num_classes, dropout=dropout, freeze=freeze)
     if pretrained.is_pretrained(weights):
         path = pretrained.resolve_file(weights, R3D_18_Weights, "cnn3d (R3D-18)")  # type: ignore[arg-type]
-        state = pretrained.load_state_dict(path)
-        pretrained.load_backbone(model.backbone, state, head_prefixes=("fc.", "head.", "dropout."))
+        state = pretrained.load_state_dict(path, "cnn3d (R3D-18)")
+        pretrained.load_backbone(model.backbone, state, ("fc.", "head.", "dropout."), path, "cnn3d (R3D-18)")
     return model

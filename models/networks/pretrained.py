@@ -8,6 +8,8 @@ and the URL to fetch it from on a connected machine, or ``--weights none``.
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,14 +61,26 @@ def resolve_file(weights: str | os.PathLike[str], enum_type: type[WeightsEnum], 
     return path
 
 
-def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """A state_dict from a torchvision checkpoint or from a checkpoint written by this project."""
-    loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+def load_state_dict(path: str | os.PathLike[str], model_name: str) -> dict[str, torch.Tensor]:
+    """A state_dict from a torchvision checkpoint or from a checkpoint written by this project, read
+    without running code (``weights_only``). A file that is not one (empty, truncated, another
+    format, pickled objects) raises ValueError naming it and what ``model_name`` expects."""
+    expects = (
+        f"--weights for {model_name} expects a PyTorch state_dict of that architecture (torchvision's .pth, "
+        "or RUN/models/MODEL.pt of a run), its default weights' name, or none"
+    )
+    try:
+        loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {first_line}); {expects}"
+        ) from exc
     for key in ("model", "state_dict"):
         if isinstance(loaded, Mapping) and key in loaded and isinstance(loaded[key], Mapping):
             loaded = loaded[key]
     if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path}: not a state_dict (got {type(loaded).__name__})")
+        raise ValueError(f"{path}: not a state_dict (a {type(loaded).__name__}); {expects}")
     state = {}
     for key, value in loaded.items():
         for prefix in ("module.", "_orig_mod.", "backbone."):  # DDP, torch.compile, this project's wrappers
@@ -76,7 +90,28 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_backbone(backbone: nn.Module, state: Mapping[str, torch.Tensor], head_prefixes: tuple[str, ...]) -> None:
-    """Load every backbone tensor strictly; tensors of the (replaced) classification head are dropped."""
+def load_backbone(
+    backbone: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    head_prefixes: tuple[str, ...],
+    path: str | os.PathLike[str],
+    model_name: str,
+) -> None:
+    """Load every backbone tensor strictly; tensors of the (replaced) classification head are dropped.
+    Weights of another architecture (``path``, e.g. the other model's checkpoint) raise ValueError
+    saying what does not fit."""
     kept = {k: v for k, v in state.items() if not k.startswith(head_prefixes)}
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in kept]
+    unexpected = [k for k in kept if k not in expected]
+    mismatched = [
+        k for k in kept if k in expected and not (torch.is_tensor(kept[k]) and kept[k].shape == expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        example = (missing or unexpected or mismatched)[0]
+        raise ValueError(
+            f"{path} does not hold {model_name} weights: {len(missing)} tensors missing, {len(unexpected)} unknown, "
+            f"{len(mismatched)} of another shape (e.g. {example!r}); pass a checkpoint of that architecture, "
+            "or --weights none"
+        )
     backbone.load_state_dict(kept, strict=True)

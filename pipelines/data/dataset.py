@@ -3,6 +3,8 @@
 UCF101 names its clips ``v_<Class>_g<GG>_c<CC>``: clips of one group share an actor and a scene,
 so a group must never be split between train and test. Other names have no group, so each
 file is its own group. Every problem the user can fix is raised here, before any decoding.
+Video files that are not read (a dangling symbolic link, a video in a nested folder or directly
+under ROOT) are listed by :func:`misplaced_videos` with the reason, never skipped silently.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ class UnknownClassError(DatasetError):
 
 
 @dataclass(frozen=True)
+class SkippedFile:
+    """A video-named file that the scan does not read, and why (what to change)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class VideoFile:
     """One video found on disk, before any decoding."""
 
@@ -69,6 +79,57 @@ def group_of(class_name: str, stem: str) -> str:
 
 def _video_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_video_file(p))
+
+
+DANGLING_LINK = "dangling symbolic link"
+NESTED_FOLDER = "video in a nested folder"
+NOT_IN_CLASS_FOLDER = "video outside a class folder"
+
+
+def _dangling_links(folder: Path) -> list[SkippedFile]:
+    skipped = []
+    for path in sorted(folder.iterdir()):
+        if is_video_file(path) and path.is_symlink() and not path.exists():
+            target = os.readlink(path)
+            reason = f"{DANGLING_LINK}: its target {target} does not exist; fix or remove the link"
+            skipped.append(SkippedFile(path, reason))
+    return skipped
+
+
+def _nested_videos(class_dir: Path, root: Path) -> list[SkippedFile]:
+    """Videos below ROOT/Class/<subfolder>/ (hidden folders are not searched)."""
+    skipped = []
+    for folder, subfolders, names in os.walk(class_dir):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        if Path(folder) == class_dir:
+            continue
+        for name in sorted(names):
+            path = Path(folder) / name
+            if is_video_file(path):
+                where = path.relative_to(root)
+                reason = (f"{NESTED_FOLDER} ({where}): only ROOT/ClassName/<video> is read; move it into "
+                          f"{root / where.parts[0]}/ or make its folder a class folder under {root}")
+                skipped.append(SkippedFile(path, reason))
+    return skipped
+
+
+def misplaced_videos(root: str | os.PathLike[str], classes: Sequence[str] | None = None) -> list[SkippedFile]:
+    """Video-named files under ``root`` that :func:`scan_dataset` does not read, with the reason:
+    dangling symbolic links in the selected class folders, videos in their subfolders, and (when
+    all classes are used) videos directly under ``root`` or in folders below non-class folders."""
+    root = Path(root).resolve()
+    selected = select_classes(list_classes(root), classes, root)
+    skipped: list[SkippedFile] = []
+    folders = [root / name for name in selected]
+    if not classes:
+        skipped += [
+            SkippedFile(p, f"{NOT_IN_CLASS_FOLDER}: videos must be in ROOT/ClassName/; move it into a class folder")
+            for p in _video_files(root)
+        ] + _dangling_links(root)
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in folders:
+        skipped += _dangling_links(folder) + _nested_videos(folder, root)
+    return skipped
 
 
 def _check_root(root: Path) -> None:

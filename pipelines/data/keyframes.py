@@ -176,21 +176,27 @@ class KeyframeIndexes:
             self._known[str(path)] = index
 
     def get(self, path: str | os.PathLike[str]) -> KeyframeIndex | None:
+        return self.lookup(path)[0]
+
+    def lookup(self, path: str | os.PathLike[str]) -> tuple[KeyframeIndex | None, bool]:
+        """The index of ``path`` (None: it has none) and whether this call built it by a demux pass
+        (the loaders sharing this object each count their own scans)."""
         key = str(path)
         with self._lock:
             if key in self._known:
-                return self._known[key]
+                return self._known[key], False
         with self._lock:
             if self._stored is None:
                 exists = self._source is not None and self._source.exists()
                 self._stored = load_keyframe_indexes(self._source) if exists and self._source else {}
             stored = self._stored.get(key)
+        index: KeyframeIndex | None
         if stored is not None and stored[0] == _signature(key):
-            index: KeyframeIndex | None = stored[1]
+            index, scanned = stored[1], False
         else:
-            index = scan_keyframe_index(key)
+            index, scanned = scan_keyframe_index(key), True
             with self._lock:
                 self.scanned += 1
         with self._lock:
             self._known[key] = index
-        return index
+        return index, scanned

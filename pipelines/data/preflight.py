@@ -1,15 +1,23 @@
 """Pre-flight check of every video with PyAV before anything trains on it.
 
-A file passes when it opens, has a video stream, all its packets demux, and its first and last
-frames decode. The frame count is the number of demuxed packets (headers are often wrong: AVI
-``avih`` counts survive truncation, WebM has none). Only the first and the last group of
-pictures are decoded, so a check costs a demux pass plus a few frames. The same demux pass gives
-the video's keyframe index (:mod:`pipelines.data.keyframes`).
+A file passes when it opens, has a video stream, all its packets demux, it has at least
+:data:`MIN_FRAMES` frames, its first and last frames decode, and it asks for no rotation on
+display. The frame count is the number of demuxed packets (headers are often wrong: AVI ``avih``
+counts survive truncation, WebM has none). Only the first and the last group of pictures are
+decoded, so a check costs a demux pass plus a few frames. The same demux pass gives the video's
+keyframe index (:mod:`pipelines.data.keyframes`).
+
+Rotation: a phone video stores its frames sideways plus a display matrix that players apply. PyAV
+and DALI's CPU decoder return the stored, unrotated frames (checked; DALI's NVDEC route was not
+checked on a GPU), and a fix would have to act identically in every decode route, so such a file
+is rejected with an ffmpeg command that writes an upright copy (ffmpeg applies the rotation when
+it re-encodes).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -27,7 +35,18 @@ NOT_A_VIDEO = "not a video file"
 TRUNCATED = "truncated file"
 NO_VIDEO_STREAM = "no video stream"
 NO_DECODABLE_FRAME = "no decodable frame"
-REJECT_KINDS = (EMPTY_FILE, UNREADABLE, NOT_A_VIDEO, TRUNCATED, NO_VIDEO_STREAM, NO_DECODABLE_FRAME)
+TOO_SHORT = "too few frames"
+ROTATED = "rotation metadata"
+REJECT_KINDS = (
+    EMPTY_FILE, UNREADABLE, NOT_A_VIDEO, TRUNCATED, NO_VIDEO_STREAM, NO_DECODABLE_FRAME, TOO_SHORT, ROTATED,
+)  # fmt: skip
+
+# The fewest frames a usable video has. Clips are sampled from consecutive frames and loop a
+# shorter video (index mod n; pipelines.video.clips), so a 1-frame video gives a still clip: zero
+# motion features and a CNN input without motion. At 8 frames the tiny profile's 8-frame feature
+# clips and the 8 TSN segments of the cpu profile's ResNet-18 see 8 distinct frames (7 real
+# steps); longer windows (32-frame features, R3D-18's frames 2 apart) loop it, as any short video.
+MIN_FRAMES = 8
 
 # Leading bytes of the containers we accept; a file that starts like one but does not open is
 # damaged (usually cut short), anything else is not a video at all.
@@ -138,6 +157,24 @@ def _header_seconds(container: av.container.InputContainer, stream: av.VideoStre
     return container.duration / av.time_base if container.duration else None
 
 
+def display_rotation(first_frame: av.VideoFrame) -> int:
+    """Degrees (0..359) a player rotates the frames by: the display matrix (MP4/MOV ``tkhd``, Matroska
+    projection) that FFmpeg attaches to decoded frames; 0 when there is none."""
+    return round(first_frame.rotation or 0) % 360
+
+
+def _check_rotation(path: Path, first_frame: av.VideoFrame) -> None:
+    degrees = display_rotation(first_frame)
+    if degrees:
+        upright = path.with_name(f"{path.stem}_upright.mp4")
+        raise _Reject(
+            ROTATED,
+            f"the file asks players to rotate its frames by {degrees} degrees, which the loaders do not do (the "
+            f"frames would be used sideways); write an upright copy with `ffmpeg -i {shlex.quote(str(path))} "
+            f"-c:v libx264 -crf 18 {shlex.quote(str(upright))}` and replace the file with it",
+        )
+
+
 def _probe(path: Path) -> ProbeResult:
     try:
         size = path.stat().st_size
@@ -201,6 +238,10 @@ def _probe(path: Path) -> ProbeResult:
             if duration and duration - end_time > slack:
                 raise _Reject(TRUNCATED, f"the header says {duration:.2f} s, the packets end at {end_time:.2f} s")
 
+        if packets < MIN_FRAMES:
+            raise _Reject(TOO_SHORT, f"{packets} frame(s), at least {MIN_FRAMES} are needed (clips loop a shorter "
+                                     f"video, so its motion features would be mostly zero); use a longer video")
+
         first, first_error = _decode_one(stream.codec_context, first_gop, last=False)
         if first is None:
             detail = f" ({first_error})" if first_error else ""
@@ -214,6 +255,7 @@ def _probe(path: Path) -> ProbeResult:
             fps = packets / end_time
         if fps <= 0:
             raise _Reject(NO_DECODABLE_FRAME, "no frame rate in the header and no timestamps")
+        _check_rotation(path, first)
         return ProbeResult(
             path=str(path),
             codec=codec,

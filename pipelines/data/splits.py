@@ -16,12 +16,15 @@ import math
 import os
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
+
+from pipelines.data.records import SPLITS
+from pipelines.data.split_search import SEARCH_STEPS, assign_groups
 
 SPLIT_KINDS = ("group", "official")
 OFFICIAL_LIST_FOLDER = "ucfTrainTestlist"
@@ -155,9 +158,8 @@ def check_enough_groups(classes: Sequence[str], groups: Sequence[str], *, val: f
     if short:
         listed = ", ".join(f"{name} has {n}" for name, n in short.items())
         raise TooFewGroupsError(
-            f"too few groups for --val {val} --test {test}: each class needs at least {needed} groups "
-            f"(one per split, whole groups only), but {listed}; add videos of other groups, "
-            f"lower --val/--test, or drop the class with --classes"
+            f"too few groups: each class needs at least {needed} groups (one per split, whole groups only, "
+            f"whatever --val/--test), but {listed}; add videos of other groups, or drop the class with --classes"
         )
 
 
@@ -170,6 +172,53 @@ def _shuffle_split(
     return indices[first], indices[second]
 
 
+def _classes_of_groups(
+    classes: Sequence[str], groups: Sequence[str], members: Sequence[int]
+) -> dict[str, frozenset[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for index in members:
+        found[groups[index]].add(classes[index])
+    return {group: frozenset(names) for group, names in found.items()}
+
+
+def _covers_every_class(split_of: Mapping[str, str], group_classes: Mapping[str, frozenset[str]],
+                        names: Sequence[str]) -> bool:
+    present = {(c, split_of[g]) for g, held in group_classes.items() for c in held}
+    return all((c, name) in present for c in set().union(*group_classes.values()) for name in names)
+
+
+def _no_split_message(group_classes: Mapping[str, frozenset[str]], names: Sequence[str], exhausted: bool) -> str:
+    """Which classes bind (the fewest groups) and what to change."""
+    all_classes = set().union(*group_classes.values())
+    groups_of = {c: sorted(g for g, held in group_classes.items() if c in held) for c in all_classes}
+    fewest = sorted(groups_of, key=lambda c: (len(groups_of[c]), c))[:3]
+    listed = "; ".join(
+        f"{c} is in {len(groups_of[c])} groups ({', '.join(groups_of[c][:6])}{', ...' * (len(groups_of[c]) > 6)})"
+        for c in fewest
+    )
+    where = "/".join(names)
+    if exhausted:
+        return (
+            f"no whole-group split puts every class in {where}: {listed}; a group shared by several classes goes "
+            f"to one split for all of them, and these groups cannot be spread so that every split holds every class "
+            f"(another --seed does not help); add videos of these classes from other groups, or drop one with --classes"
+        )
+    return (
+        f"no whole-group split that puts every class in {where} was found within {SEARCH_STEPS} search steps "
+        f"({listed}); try another --seed, add videos of these classes from other groups, or drop one with --classes"
+    )
+
+
+def _searched_split(group_classes: Mapping[str, frozenset[str]], counts: dict[str, int], seed: int,
+                    names: Sequence[str]) -> dict[str, str]:
+    """The split of each group from :func:`~pipelines.data.split_search.assign_groups`, or
+    :class:`TooFewGroupsError` saying what to change."""
+    found = assign_groups(group_classes, counts, np.random.default_rng(seed), rest="train")
+    if found.split_of is None:
+        raise TooFewGroupsError(_no_split_message(group_classes, names, found.exhausted))
+    return found.split_of
+
+
 def group_split(
     classes: Sequence[str], groups: Sequence[str], *, val: float = 0.15, test: float = 0.2, seed: int = 0
 ) -> list[str]:
@@ -178,6 +227,11 @@ def group_split(
     ``classes`` and ``groups`` are parallel (one entry per video). ``val`` and ``test`` are
     fractions of the groups of each stratum (:func:`group_strata`), rounded to whole groups, at
     least one group each. Deterministic for a seed and independent of the item order.
+
+    Each stratum is first split by a seeded shuffle of its groups; when that leaves one of its
+    classes out of a split, a seeded search (:func:`~pipelines.data.split_search.assign_groups`)
+    finds an assignment that keeps every class in every split (a split gets more groups than
+    requested only when its classes need them), or :class:`TooFewGroupsError` says what to change.
     """
     check_fractions(val, test)
     check_enough_groups(classes, groups, val=val, test=test)
@@ -185,13 +239,18 @@ def group_split(
     splits = [""] * len(groups)
     for class_name, members in sorted(_items_by_stratum(classes, groups).items()):
         indices = np.asarray(members)
-        n_train, n_val, n_test = group_counts(len(set(group_array[indices])), val, test)
+        group_classes = _classes_of_groups(classes, groups, members)
+        n_train, n_val, n_test = group_counts(len(group_classes), val, test)
         rest, test_idx = _shuffle_split(indices, group_array, n_train + n_val, n_test, _class_seed(seed, class_name, 0))
         train_idx, val_idx = _shuffle_split(rest, group_array, n_train, n_val, _class_seed(seed, class_name, 1))
-        for name, chosen in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
-            for index in chosen:
-                splits[index] = name
-    _check_every_class_in(classes, splits, ("train", "val", "test"))
+        split_of = {groups[i]: name for name, chosen in (("train", train_idx), ("val", val_idx), ("test", test_idx))
+                    for i in chosen}
+        if not _covers_every_class(split_of, group_classes, SPLITS):
+            counts = {"test": n_test, "val": n_val, "train": n_train}
+            split_of = _searched_split(group_classes, counts, _class_seed(seed, class_name, 3), SPLITS)
+        for index in members:
+            splits[index] = split_of[groups[index]]
+    _check_every_class_in(classes, splits, SPLITS)
     return splits
 
 
@@ -201,6 +260,7 @@ def carve_val(
     """Move a ``val`` fraction of each class's train groups (at least one, whole groups) to "val".
 
     For fixed train/test lists (``--split official:N``). Items not in "train" keep their split.
+    As in :func:`group_split`, a seeded search replaces a shuffle that leaves a class out of train or val.
     """
     check_fraction("val", val)
     train = [i for i, split in enumerate(splits) if split == "train"]
@@ -216,12 +276,19 @@ def carve_val(
     group_array = np.asarray(groups, dtype=object)
     result = list(splits)
     for class_name, local in sorted(members.items()):
-        indices = np.asarray([train[j] for j in local])
-        n_groups = len(set(group_array[indices]))
+        chosen = [train[j] for j in local]
+        indices = np.asarray(chosen)
+        group_classes = _classes_of_groups(classes, groups, chosen)
+        n_groups = len(group_classes)
         n_val = min(max(1, _round(val * n_groups)), n_groups - 1)
         _, val_idx = _shuffle_split(indices, group_array, n_groups - n_val, n_val, _class_seed(seed, class_name, 2))
-        for index in val_idx:
-            result[index] = "val"
+        val_groups = {groups[i] for i in val_idx}
+        split_of = {g: "val" if g in val_groups else "train" for g in group_classes}
+        if not _covers_every_class(split_of, group_classes, ("train", "val")):
+            counts = {"val": n_val, "train": n_groups - n_val}
+            split_of = _searched_split(group_classes, counts, _class_seed(seed, class_name, 4), ("train", "val"))
+        for index in chosen:
+            result[index] = split_of[groups[index]]
     _check_every_class_in([classes[i] for i in train], [result[i] for i in train], ("train", "val"))
     return result
 

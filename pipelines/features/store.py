@@ -4,6 +4,11 @@ Clips come from the evaluation loader (layout ``BTHWC``, uint8, no normalisation
 backend's decode device; the kernel (:mod:`pipelines.features.kernel`) runs on ``backend.xp()``, so on a
 GPU the frames go from DALI to CuPy by DLPack and only the feature rows come back to the host.
 
+Under ``torchrun`` (:func:`extract_features` with a multi-process ``context``) each rank decodes
+and featurises whole batches of the single-process batch order (batch ``b`` on rank
+``b % world_size``, one GPU per rank), and every rank gets all rows; rank 0 writes the file,
+identical to a single-process run.
+
 Each clip is ``spec.frames`` frames a fixed ``stride`` apart (:func:`feature_stride`: longer
 videos get a longer step, up to ``spec.max_stride``), centred in the video; videos are grouped by
 stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second). The
@@ -22,6 +27,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,9 +37,19 @@ from typing import Any
 
 import numpy as np
 
+from core import distributed as dist_utils
 from core.backend import Backend
-from core.console import progress_bar
-from core.runfiles import RunPaths, atomic_path, fingerprint
+from core.console import notice, progress_bar
+from core.distributed import DistContext
+from core.runfiles import (
+    RunPaths,
+    UnreadableFileError,
+    append_rejected,
+    atomic_path,
+    fingerprint,
+    problem_text,
+    set_aside,
+)
 from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord, class_names, index_fingerprint, read_videos_csv
 from pipelines.features.kernel import (
@@ -44,9 +62,9 @@ from pipelines.features.kernel import (
 )
 from pipelines.video.clips import ClipSpec
 from pipelines.video.loader import make_clip_loader
+from pipelines.video.routes import DecodeStats
 
 STAGE = "features"
-BATCH_SIZE = 8
 DEFAULT_FPS = 25.0  # only used when videos.csv has no usable frame rate for a video
 
 
@@ -115,33 +133,89 @@ def spec_from_json(text: str) -> FeatureSpec | None:
         raise ValueError(f"unreadable feature settings {text!r}: {exc}") from exc
 
 
+class OutdatedFeaturesError(ValueError):
+    """features.npz is readable but was written by an older version (recomputed, not set aside)."""
+
+
+def _read_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` file; :class:`UnreadableFileError` when it is not a readable
+    NumPy archive (empty, truncated, overwritten), OutdatedFeaturesError when arrays are missing."""
+    fix = f"rerun `python cli.py features --run {path.parent}`"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = set(names) - set(data.files)
+            if missing == {"spec"}:
+                raise OutdatedFeaturesError(
+                    f"{path} was written by an older version without its feature settings (FeatureSpec); {fix}"
+                )
+            if missing:
+                raise OutdatedFeaturesError(f"{path}: missing arrays {sorted(missing)}; {fix}")
+            return {name: data[name] for name in names}
+    except OutdatedFeaturesError:
+        raise
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError) as exc:
+        raise UnreadableFileError(path, f"{type(exc).__name__}: {exc}", fix) from exc
+
+
 def load_features(path: str | os.PathLike[str]) -> FeatureSet:
-    """Read a file written by :func:`save_features`."""
+    """Read a file written by :func:`save_features` (a ValueError naming the file and the fix when
+    it cannot be used: :class:`~core.runfiles.UnreadableFileError` or :class:`OutdatedFeaturesError`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `python cli.py features --run {path.parent}` first")
-    fix = f"rerun `python cli.py features --run {path.parent} --force`"
-    with np.load(path, allow_pickle=False) as data:
-        missing = {item.name for item in fields(FeatureSet)} - set(data.files)
-        if missing == {"spec"}:
-            raise ValueError(
-                f"{path} was written by an older version without its feature settings (FeatureSpec); {fix}"
-            )
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}; {fix}")
-        values = {item.name: data[item.name] for item in fields(FeatureSet)}
+    fix = f"rerun `python cli.py features --run {path.parent}`"
+    values: dict[str, Any] = _read_arrays(path, [item.name for item in fields(FeatureSet)])
     values["fingerprint"] = str(values["fingerprint"])
     try:
         values["spec"] = spec_from_json(str(values["spec"]))
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}; {fix}") from exc
+    except ValueError as exc:  # settings of another version of the kernel
+        raise OutdatedFeaturesError(f"{path}: {exc}; {fix}") from exc
     return FeatureSet(**values)
+
+
+def stored_spec(path: str | os.PathLike[str]) -> FeatureSpec | None:
+    """The FeatureSpec stored in a features file; None when the file is missing, unreadable, from
+    an older version or made by hand (whoever reads it next names the problem)."""
+    try:
+        return spec_from_json(str(_read_arrays(Path(path), ["spec"])["spec"]))
+    except (ValueError, OSError):
+        return None
 
 
 def features_fingerprint(videos_csv: str | os.PathLike[str], spec: FeatureSpec) -> str:
     """What the matrix depends on: the index and its video files (:func:`~pipelines.data.records.index_fingerprint`;
     a re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version."""
     return fingerprint(index_fingerprint(read_videos_csv(videos_csv)), spec.to_dict(), KERNEL_VERSION)
+
+
+def _existing_features(path: Path) -> FeatureSet | None:
+    """The features in ``path``, or None after setting an unreadable file aside (or, for a file of
+    an older version, saying that it is recomputed)."""
+    try:
+        return load_features(path)
+    except UnreadableFileError as exc:
+        set_aside(path, exc, redo="recomputing the features")
+    except OutdatedFeaturesError:
+        notice(f"{path} was written by an older version: recomputing it")
+    return None
+
+
+def current_features(run_dir: str | os.PathLike[str]) -> tuple[FeatureSet | None, str]:
+    """``RUN_DIR/features.npz`` when it was made from the run's current index and can be read;
+    else None and why, with the command that redoes it (for readers that must not use stale rows)."""
+    paths = RunPaths(run_dir)
+    redo = f"`python cli.py features --run {run_dir}` redoes it"
+    if not paths.features_npz.is_file():
+        return None, f"{paths.features_npz.name} is missing"
+    try:
+        features = load_features(paths.features_npz)
+    except (ValueError, OSError) as exc:
+        return None, f"{paths.features_npz.name} cannot be used ({problem_text(exc, paths.features_npz)})"
+    if features.spec is None or not paths.videos_csv.is_file():
+        return None, f"{paths.features_npz.name} cannot be checked against an index (no settings or no videos.csv)"
+    if features.fingerprint != features_fingerprint(paths.videos_csv, features.spec):
+        return None, f"{paths.features_npz.name} was made from another index than videos.csv and its files; {redo}"
+    return features, ""
 
 
 def feature_clip_spec(spec: FeatureSpec, stride: int) -> Any:
@@ -187,25 +261,37 @@ def iter_feature_batches(
     spec: FeatureSpec,
     *,
     run_dir: str | os.PathLike[str] | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     compute: bool = True,
     rejected: list[Any] | None = None,
+    decode_stats: DecodeStats | None = None,
+    shard: tuple[int, int] = (0, 1),
     keyframes: KeyframeIndexes | None = None,
     decode_counts: list[dict[str, float]] | None = None,
 ) -> Iterator[FeatureBatch]:
     """Decode ``records`` with the evaluation loader (one loader per stride) and, with
-    ``compute``, run the kernel on each batch. Rejected videos are appended to ``rejected``, each
-    loader's :meth:`~pipelines.video.loader.ClipLoader.decode_counts` to ``decode_counts``.
-    ``keyframes``: the videos' keyframe indexes (default: the run's ``keyframes.npz``)."""
+    ``compute``, run the kernel on each batch. Rejected videos are appended to ``rejected``, the
+    decode routes added to ``decode_stats``, each loader's
+    :meth:`~pipelines.video.loader.ClipLoader.decode_counts` appended to ``decode_counts``.
+    ``batch_size``: default the backend's (:attr:`~core.backend.Backend.feature_batch_size`).
+    ``shard``: (rank, world size); this rank takes every world-size-th batch of each stride group,
+    so batches are the same as in one process. ``keyframes``: the videos' keyframe indexes
+    (default: the run's ``keyframes.npz``)."""
     import time
 
     xp = backend.xp()
+    batch_size = batch_size or backend.feature_batch_size
+    rank, world_size = shard
     if keyframes is None:
         keyframes = KeyframeIndexes(RunPaths(run_dir).keyframes_npz if run_dir is not None else None)
     by_stride: dict[int, list[VideoRecord]] = {}
     for record in records:
         by_stride.setdefault(feature_stride(record.frames, spec), []).append(record)
     for stride, group in sorted(by_stride.items()):
+        chunks = [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        group = [record for chunk in chunks[rank::world_size] for record in chunk]
+        if not group:
+            continue
         rates = {record.video_id: sample_rate(record, stride) for record in group}
         loader = make_clip_loader(
             group,
@@ -229,6 +315,8 @@ def iter_feature_batches(
             yield FeatureBatch(list(batch.video_ids), features, batch.clips, batch_rates, seconds)
         if rejected is not None:
             rejected.extend(loader.rejected)
+        if decode_stats is not None:
+            decode_stats.add(loader.decode_stats)
         if decode_counts is not None:
             decode_counts.append(loader.decode_counts())
 
@@ -245,15 +333,21 @@ def extract_features(
     progress: bool = True,
     force: bool = False,
     spec: FeatureSpec | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     rejected: list[Any] | None = None,
+    decode_stats: DecodeStats | None = None,
+    context: DistContext | None = None,
 ) -> FeatureSet:
     """Compute (or load, when up to date) ``RUN_DIR/features.npz`` for every video of ``videos.csv``.
 
     Videos that failed to decode in this call (none when the file was up to date) are appended
-    to ``rejected`` (:class:`pipelines.video.loader.RejectedVideo`), as well as to ``rejected.csv``.
+    to ``rejected`` (:class:`pipelines.video.loader.RejectedVideo`), as well as to ``rejected.csv``;
+    the clips per decode route are added to ``decode_stats``. ``batch_size``: default the
+    backend's. With a multi-process ``context`` (torchrun) the ranks share the work (see the
+    module docstring); every rank must call this and gets the whole matrix; rank 0 writes.
     """
     spec = spec or FeatureSpec()
+    context = context or DistContext()
     paths = RunPaths(run_dir)
     if not paths.videos_csv.exists():
         raise FileNotFoundError(
@@ -264,24 +358,21 @@ def extract_features(
         raise ValueError(f"{paths.videos_csv} lists no videos; rerun `python cli.py prepare` on a folder with videos")
     expected = features_fingerprint(paths.videos_csv, spec)
     if not force and paths.features_npz.exists():
-        try:
-            existing = load_features(paths.features_npz)
-        except (ValueError, OSError):
-            existing = None
+        existing = _existing_features(paths.features_npz)
         if existing is not None and existing.fingerprint == expected and existing.spec == spec:
             return existing
+        if existing is not None:
+            made = "with other settings (FeatureSpec)" if existing.spec != spec else "from another index"
+            notice(
+                f"{paths.features_npz} was computed {made} than this run's (videos.csv rows or video files "
+                "changed since, or other settings): recomputing it"
+            )
 
-    rows: dict[str, np.ndarray] = {}
-    skipped: list[Any] = []
-    with progress_bar(total=len(records), desc="features", unit="video", enabled=progress) as bar:
-        for batch in iter_feature_batches(
-            records, backend, spec, run_dir=run_dir, batch_size=batch_size, rejected=skipped
-        ):
-            rows.update(zip(batch.video_ids, to_numpy(batch.features), strict=True))
-            bar.update(len(batch.video_ids))
-        bar.update(len(records) - bar.n)
+    rows, skipped, stats = _feature_rows(records, backend, spec, run_dir, batch_size, progress, context)
     if rejected is not None:
         rejected.extend(skipped)
+    if decode_stats is not None:
+        decode_stats.add(stats)
     kept = [record for record in records if record.video_id in rows]
     if not kept:
         raise ValueError(f"no video of {paths.videos_csv} could be decoded; see {paths.rejected_csv}")
@@ -297,5 +388,51 @@ def extract_features(
         fingerprint=expected,
         spec=spec,
     )
-    save_features(paths.features_npz, features)
+    if context.is_main:
+        save_features(paths.features_npz, features)
+    dist_utils.barrier(context)
     return features
+
+
+def _feature_rows(
+    records: Sequence[VideoRecord],
+    backend: Backend,
+    spec: FeatureSpec,
+    run_dir: str | os.PathLike[str],
+    batch_size: int | None,
+    progress: bool,
+    context: DistContext,
+) -> tuple[dict[str, np.ndarray], list[Any], DecodeStats]:
+    """Feature rows by video id, rejected videos and decode routes of all ranks (on every rank).
+    Only rank 0 appends to rejected.csv (the ranks' rejects are gathered first), so no two
+    processes rewrite the file at once."""
+    rows: dict[str, np.ndarray] = {}
+    skipped: list[Any] = []
+    stats = DecodeStats()
+    with progress_bar(total=len(records), desc="features", unit="video", enabled=progress and context.is_main) as bar:
+        for batch in iter_feature_batches(
+            records,
+            backend,
+            spec,
+            run_dir=run_dir if not context.enabled else None,
+            batch_size=batch_size,
+            rejected=skipped,
+            decode_stats=stats,
+            shard=(context.rank, context.world_size),
+            keyframes=KeyframeIndexes(RunPaths(run_dir).keyframes_npz),  # also under torchrun (no run_dir there)
+        ):
+            rows.update(zip(batch.video_ids, to_numpy(batch.features), strict=True))
+            bar.update(len(batch.video_ids) * context.world_size)
+        bar.update(len(records) - bar.n)
+    if not context.enabled:
+        return rows, skipped, stats
+    merged_rows: dict[str, np.ndarray] = {}
+    merged_skipped: list[Any] = []
+    for part_rows, part_skipped in dist_utils.gather_objects((rows, skipped), context):
+        merged_rows.update(part_rows)
+        merged_skipped.extend(part_skipped)
+    if context.is_main:
+        for item in merged_skipped:
+            append_rejected(run_dir, item.path, item.reason, STAGE)
+    merged_stats = DecodeStats.merged(dist_utils.gather_objects(stats, context))
+    return merged_rows, merged_skipped, merged_stats

@@ -5,14 +5,16 @@ One entry per (source video, short side): some of the video's frames in the stor
 :class:`pipelines.video.decode.FrameShrinker` (planar I420 at 1.5 bytes per pixel for the usual
 limited-range 4:2:0, else RGB; shrunk so the shorter side is the clip's short side, never
 enlarged), as the last bytes of an ``.npy`` file, with a JSON sidecar: the source's signature
-(resolved path, size, mtime), the layout and which frame numbers are stored. Which frames the
-loader stores (:func:`frames_to_store`): what evaluation reads (its clips are the same every
-epoch), and for training the whole video, or a window of at most :data:`MAX_VIDEO_FRAMES` frames
-around the first clip of a longer one (later clips inside it are hits, others are decoded from
-the source by seeking).
+(resolved path, size, mtime), the frames file's size, the layout and which frame numbers are
+stored. Which frames the loader stores (:func:`frames_to_store`): what evaluation reads (its clips
+are the same every epoch), and for training the whole video, or a window of at most
+:data:`MAX_VIDEO_FRAMES` frames around the first clip of a longer one (later clips inside it are
+hits, others are decoded from the source by seeking).
 
 Reads take only the sampled frames (:meth:`CachedVideo.read`, one ``pread`` per frame). An entry
-whose source changed is a miss and is overwritten; writes are atomic (``runfiles.atomic_path``).
+whose source changed is a miss and is overwritten; writes are atomic (``runfiles.atomic_path``);
+a damaged entry (unreadable sidecar, frames file of another size than recorded) is set aside
+(``*.corrupt``), named, and decoded again.
 
 Size: at most ``max_bytes`` (default :func:`default_max_bytes`). A store that would take the cache
 over it (or opening a cache already over it) deletes least-recently-used entries (the frames
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.runfiles import atomic_path, atomic_write_json, file_signature
+from core.runfiles import atomic_path, atomic_write_json, file_signature, set_aside
 from pipelines.video.decode import MISSING_TAIL_TOLERANCE, DecodedFrames, FrameLayout, stored_to_rgb
 
 CACHE_FORMAT = 3  # bump when what is stored changes; old entries are then simply not found
@@ -175,19 +177,34 @@ class ClipCache:
     def entry(self, source: str | os.PathLike[str], short_side: int) -> CachedVideo | None:
         """The valid entry of ``source`` (nothing read but its sidecar), or None when missing or
         stale. The frames are the last bytes of the ``.npy`` (uint8, C order, layout from the
-        sidecar), so their offset follows from the file size without parsing the header."""
+        sidecar), so their offset follows from the file size without parsing the header; the
+        sidecar records that size, so a file cut short or grown behind the cache's back is never
+        read at a shifted offset. A damaged entry (unreadable sidecar, frames of the wrong size) is
+        set aside and named; either way the caller decodes the video again."""
         frames_path, meta_path = self._paths(source, short_side)
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            text = meta_path.read_text(encoding="utf-8")
+        except OSError:
+            return None
+        try:
+            meta = json.loads(text)
             if meta.get("source") != file_signature(source) or meta.get("pixel_format") not in PIXEL_FORMATS:
-                return None
+                return None  # the source changed since: stale, overwritten by the next store
             numbers = _numbers(meta["runs"])
             layout = FrameLayout(meta["pixel_format"], len(numbers), int(meta["height"]), int(meta["width"]))
-            offset = frames_path.stat().st_size - layout.frames * layout.frame_bytes
             last_frame = None if meta.get("last_frame") is None else int(meta["last_frame"])
-        except (OSError, ValueError, KeyError, TypeError):
+            stored_bytes = meta.get("bytes")
+            size = frames_path.stat().st_size
+        except OSError:
             return None
-        if offset < 10 or layout.frames < 1:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            set_aside(meta_path, f"{type(exc).__name__}: {exc}", redo="decoding the video again")
+            return None
+        if stored_bytes is None:
+            return None
+        offset = size - layout.frames * layout.frame_bytes
+        if size != stored_bytes or offset < 10 or layout.frames < 1:
+            set_aside(frames_path, f"{size} bytes, {stored_bytes} written", redo="decoding the video again")
             return None
         return CachedVideo(frames_path, layout, offset, numbers, last_frame)
 
@@ -216,6 +233,7 @@ class ClipCache:
         atomic_write_json(
             meta_path,
             {
+                "bytes": frames_path.stat().st_size,
                 "source": file_signature(source),
                 "short_side": short_side,
                 "pixel_format": layout.pixel_format,

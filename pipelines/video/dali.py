@@ -7,8 +7,12 @@ in one of two ways (``source``):
   ``fn.external_source`` (PyAV-decoded or read from the decoded-clip cache); copied to the GPU
   when ``device="gpu"``.
 * ``"encoded"``: the file's bytes plus the frame indices to decode, decoded by
-  ``fn.decoders.video`` on the CPU (libavcodec: VP8, VP9, MJPEG) or with NVDEC
-  (``device="mixed"``, output on the GPU: also H.264, HEVC, MPEG-4, AV1).
+  ``fn.decoders.video`` with NVDEC (``decoder="mixed"``, output on the GPU: H.264, HEVC, MPEG-4,
+  VP8, VP9, MJPEG) or on the CPU (``decoder="cpu"``, libavcodec: VP8, VP9, MJPEG; on a GPU
+  pipeline the decoded frames are then copied to the GPU).
+
+The loader runs pipelines ahead of the batch it hands out (:class:`ScheduledPipeline`: DALI's
+asynchronous execution, ``prefetch_queue_depth`` batches in flight).
 
 Augmentation parameters are drawn per clip in NumPy (:func:`pipelines.video.clips.draw_augmentation`)
 and fed as per-sample arguments; DALI broadcasts a per-sample argument over all frames of a
@@ -19,9 +23,12 @@ CPU, saturation and normalisation are one OpenCV pass in a ``python_function`` s
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,6 +37,7 @@ from nvidia.dali import Pipeline, fn, pipeline_def, types
 from pipelines.video.clips import ClipSpec
 
 SOURCES = ("frames", "encoded")
+DECODERS = ("mixed", "cpu")
 # Per-sample arguments fed by the loader: training augmentation, evaluation crop window.
 AUGMENTATION_INPUTS = ("affine", "saturation", "mean", "std")
 EVAL_INPUTS = ("crop_start", "crop_end")
@@ -37,21 +45,27 @@ EVAL_INPUTS = ("crop_start", "crop_end")
 _OUTPUT_LAYOUTS = {"BTCHW": "FCHW", "BCTHW": "CFHW", "BTHWC": "FHWC"}
 
 
-def _clip_frames(device: str, source: str):  # type: ignore[no-untyped-def]
+def _clip_frames(device: str, source: str, decoder: str = "mixed"):  # type: ignore[no-untyped-def]
     """The clip's frames as a (F, H, W, C) uint8 sequence on ``device``.
 
     The frames and bytes are fed ``no_copy``: DALI reads the loader's arrays in place (the
-    loader runs each batch to completion while it holds them), saving a copy per clip.
+    loader keeps them alive until the batch's outputs are collected), saving a copy per clip.
+    ``decoder`` ("mixed": NVDEC, or "cpu") decodes ``"encoded"`` sources on a GPU pipeline; a CPU
+    pipeline always decodes on the CPU.
     """
     if source == "frames":
         frames = fn.external_source(name="frames", layout="FHWC", dtype=types.UINT8, no_copy=True)
         return frames.gpu() if device == "gpu" else frames
     if source == "encoded":
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; use one of {DECODERS}")
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, no_copy=True)
         indices = fn.external_source(name="indices", dtype=types.INT32)
+        on_nvdec = device == "gpu" and decoder == "mixed"
         # pad_mode="none": a frame index past the end is an error (the loader then falls back to
         # PyAV), never silently black frames.
-        return fn.decoders.video(encoded, frames=indices, pad_mode="none", device="mixed" if device == "gpu" else "cpu")
+        frames = fn.decoders.video(encoded, frames=indices, pad_mode="none", device="mixed" if on_nvdec else "cpu")
+        return frames.gpu() if device == "gpu" and not on_nvdec else frames
     raise ValueError(f"unknown frame source {source!r}; use one of {SOURCES}")
 
 
@@ -234,7 +248,12 @@ def _colour_jitter(frames, saturation, mean, std, spec: ClipSpec, device: str): 
 
 @pipeline_def(enable_conditionals=False)
 def eval_clip_pipeline(  # type: ignore[no-untyped-def]
-    spec: ClipSpec, device: str = "cpu", source: str = "frames", resized: bool = False, geometry: str = "resize"
+    spec: ClipSpec,
+    device: str = "cpu",
+    source: str = "frames",
+    resized: bool = False,
+    geometry: str = "resize",
+    decoder: str = "mixed",
 ):
     """Evaluation: the centre ``spec.size`` square of the frame resized to ``spec.short_side``.
 
@@ -247,7 +266,7 @@ def eval_clip_pipeline(  # type: ignore[no-untyped-def]
     as one warp with the window's ``affine`` (:func:`pipelines.video.clips.window_matrix`), which is
     cheaper on the CPU.
     """
-    frames = _clip_frames(device, source)
+    frames = _clip_frames(device, source, decoder)
     if resized:
         return _normalize(frames, spec, crop=(spec.size, spec.size), crop_pos_x=0.5, crop_pos_y=0.5)
     if geometry == "warp":
@@ -262,7 +281,9 @@ def eval_clip_pipeline(  # type: ignore[no-untyped-def]
 
 
 @pipeline_def(enable_conditionals=False)
-def train_clip_pipeline(spec: ClipSpec, device: str = "cpu", source: str = "frames", resized: bool = False):  # type: ignore[no-untyped-def]
+def train_clip_pipeline(  # type: ignore[no-untyped-def]
+    spec: ClipSpec, device: str = "cpu", source: str = "frames", resized: bool = False, decoder: str = "mixed"
+):
     """Training: random resized crop + small rotation + horizontal flip, colour jitter.
 
     One draw per clip (fed per sample), shared by all its frames. Crop, rescale, rotation and
@@ -280,7 +301,7 @@ def train_clip_pipeline(spec: ClipSpec, device: str = "cpu", source: str = "fram
     normalising (like brightness/contrast).
     """
     del resized  # the affine map includes the resize
-    frames = _clip_frames(device, source)
+    frames = _clip_frames(device, source, decoder)
     affine, saturation, mean, std = (fn.external_source(name=name, dtype=types.FLOAT) for name in AUGMENTATION_INPUTS)
     frames = _warp(frames, affine, spec, device)
     return _colour_jitter(frames, saturation, mean, std, spec, device)
@@ -293,16 +314,21 @@ def build_clip_pipeline(  # type: ignore[no-untyped-def]
     *,
     resized: bool = False,
     geometry: str = "resize",
+    decoder: str = "mixed",
     batch_size: int,
     num_threads: int,
     seed: int = 0,
+    prefetch: int = 2,
 ):
     """Build the pipeline for ``spec.mode`` on ``device`` ("cpu"|"gpu") fed by ``source``
-    (``geometry``: how evaluation resamples frames that are not ``resized``; see
-    :func:`eval_clip_pipeline`).
+    (``geometry``: how evaluation resamples frames that are not ``resized``, see
+    :func:`eval_clip_pipeline`; ``decoder``: where ``"encoded"`` sources are decoded on a GPU
+    pipeline, see :func:`_clip_frames`).
 
     Fed with ``pipe.feed_input`` one batch at a time (a smaller last batch is fine), so the
-    loader knows exactly which (video, clip) each output sample is.
+    loader knows exactly which (video, clip) each output sample is. ``prefetch``: DALI's
+    ``prefetch_queue_depth``, the batches in flight under :class:`ScheduledPipeline` (1 where the
+    executor cannot keep outputs alive, DALI < 1.44).
     """
     if spec.mode == "train":
         definition, extra = train_clip_pipeline, {}
@@ -313,12 +339,13 @@ def build_clip_pipeline(  # type: ignore[no-untyped-def]
         device=device,
         source=source,
         resized=resized,
+        decoder=decoder,
         **extra,
         batch_size=batch_size,
         num_threads=num_threads,
         device_id=_current_cuda_device() if device == "gpu" else None,
         seed=seed,
-        prefetch_queue_depth=1,
+        prefetch_queue_depth=max(1, prefetch) if outputs_outlive_next_run() else 1,
         **_executor(python_stage=spec.mode == "train" and device == "cpu"),
     )
     pipe.build()
@@ -340,3 +367,92 @@ def _current_cuda_device() -> int:
     import torch
 
     return torch.cuda.current_device()
+
+
+class ScheduledPipeline:
+    """A pipeline fed one batch at a time and run ahead of its consumer (DALI's scheduled API).
+
+    :meth:`submit` feeds a batch and schedules it (``schedule_run`` returns at once: DALI decodes
+    and augments in its own threads and on the GPU while the caller trains on an earlier batch);
+    :meth:`result` returns that batch's output, waiting only if it is not ready. DALI's first
+    ``schedule_run`` runs ``prefetch_queue_depth`` iterations, so batches are held back until that
+    many are fed; a pipeline asked for a result before then (a route used by few batches) is
+    filled up with repeats of its last batch, whose outputs are dropped. Outputs come back in
+    submission order; results asked out of order (a batch re-run to isolate a bad file while
+    later ones are in flight) are kept until asked for. A failed batch raises from :meth:`result`
+    and leaves the pipeline usable. The fed arrays are kept alive until their result is taken
+    (the sources are ``no_copy``).
+    """
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        depth = pipe.prefetch_queue_depth
+        self.depth = int(depth) if isinstance(depth, int) else 1
+        self._tickets = itertools.count()
+        self._held: list[int] = []  # fed before DALI's first (prefetching) schedule_run
+        self._scheduled: deque[int | None] = deque()  # in output order; None: filler
+        self._ready: dict[int, Any] = {}
+        self._inputs: dict[int, dict[str, list[Any]]] = {}
+        self._dropped: set[int] = set()
+        self._started = False
+
+    def _feed(self, inputs: dict[str, list[Any]]) -> None:
+        for name, data in inputs.items():
+            self.pipe.feed_input(name, data, layout="FHWC" if name == "frames" else None)
+
+    def submit(self, inputs: dict[str, list[Any]]) -> int:
+        """Feed one batch (input name -> one array per sample) and schedule it; returns its ticket."""
+        self._feed(inputs)
+        ticket = next(self._tickets)
+        self._inputs[ticket] = inputs
+        if self._started:
+            self.pipe.schedule_run()
+            self._scheduled.append(ticket)
+        else:
+            self._held.append(ticket)
+            if len(self._held) == self.depth:
+                self._start(fillers=0)
+        return ticket
+
+    def _start(self, fillers: int) -> None:
+        for _ in range(fillers):
+            self._feed(self._inputs[self._held[-1]])
+        self.pipe.schedule_run()
+        self._scheduled.extend([*self._held, *([None] * fillers)])
+        self._held.clear()
+        self._started = True
+
+    def result(self, ticket: int) -> Any:
+        """The (single) output of a submitted batch; raises the batch's error if it failed."""
+        if not self._started:
+            self._start(fillers=self.depth - len(self._held))
+        while ticket not in self._ready:
+            if not self._scheduled:
+                raise KeyError(f"batch {ticket} was never submitted or was already taken")
+            head = self._scheduled.popleft()
+            try:
+                (output,) = self.pipe.outputs()
+            except RuntimeError as exc:
+                output = exc
+            if head in self._dropped:
+                self._dropped.discard(head)
+                del self._inputs[head]
+            elif head is not None:
+                self._ready[head] = output
+        output = self._ready.pop(ticket)
+        del self._inputs[ticket]
+        if isinstance(output, Exception):
+            raise output
+        return output
+
+    def discard(self, ticket: int) -> None:
+        """Forget a submitted batch whose result will not be asked for (an iteration stopped
+        early): its output is dropped when it comes, its inputs kept alive until then."""
+        if ticket in self._ready:
+            del self._ready[ticket], self._inputs[ticket]
+        elif ticket in self._held or ticket in self._scheduled:
+            self._dropped.add(ticket)
+
+    def run(self, inputs: dict[str, list[Any]]) -> Any:
+        """Submit one batch and wait for it."""
+        return self.result(self.submit(inputs))

@@ -45,6 +45,22 @@ class DecodeError(RuntimeError):
     """A video that cannot be decoded (corrupt, truncated, unsupported)."""
 
 
+def unreadable_source(path: str | os.PathLike[str], exc: OSError) -> DecodeError:
+    """The error of a video that cannot be opened (moved, deleted or made unreadable since
+    ``prepare`` indexed it): the video is rejected like an undecodable one, with the fix."""
+    return DecodeError(
+        f"{path}: cannot read it ({exc.strerror or exc}); if it was moved or deleted, rerun "
+        "`python cli.py prepare` to index the folder again"
+    )
+
+
+def decode_error(path: str | os.PathLike[str], exc: Exception) -> DecodeError:
+    """The :class:`DecodeError` of ``exc``, raised while reading ``path``."""
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        return unreadable_source(path, exc)
+    return DecodeError(f"{path}: {type(exc).__name__}: {exc}")
+
+
 def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
     """(height, width) shrunk so that the shorter side is ``short_side``; a source whose shorter
     side is not longer than that keeps its size."""
@@ -148,7 +164,7 @@ def decode_frames(
     except DecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise DecodeError(f"{path}: {type(exc).__name__}: {exc}") from exc
+        raise decode_error(path, exc) from exc
     if count == 0:
         raise DecodeError(f"{path}: no decodable frame")
     if wanted is None:
@@ -359,7 +375,7 @@ def _decode_indexed(
                 if len(out) == len(needed) or (number is not None and number > last + REORDER_SLACK):
                     break
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise DecodeError(f"{path}: {type(exc).__name__}: {exc}") from exc
+        raise decode_error(path, exc) from exc
     if len(out) < len(needed) or shrink.layout is None:
         raise _SeekFailed
     return _decoded(shrink.layout, out, "seek" if seeked else "start", decoded, index.frames - 1)
@@ -402,7 +418,7 @@ def _decode_sequential(
     except DecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise DecodeError(f"{path}: {type(exc).__name__}: {exc}") from exc
+        raise decode_error(path, exc) from exc
     if count == 0 or final is None:
         raise DecodeError(f"{path}: no decodable frame")
     reached_end = count <= last

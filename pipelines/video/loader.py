@@ -1,20 +1,30 @@
 """The clip loader: records in, model-ready :class:`ClipBatch` out, on the backend's device.
 
-Per video, frames come from (first that applies):
+Per video, frames come from (first that applies; the decode routes of :mod:`pipelines.video.routes`):
 
 1. the decoded-clip cache (``cache_dir``, at most ``cache_max_bytes``): only the sampled frames
-   are read; a miss decodes with PyAV (3.) and stores what :func:`~pipelines.video.cache.frames_to_store`
-   says;
-2. DALI's video decoder fed with the file's bytes: NVDEC on a GPU backend (H.264, HEVC,
-   MPEG-4, AV1, VP8/9, MJPEG), libavcodec on the CPU for VP8/VP9/MJPEG;
-3. PyAV (other codecs on the CPU, and the fallback when DALI rejects a file): seek to the keyframe
-   before the clip and decode only up to its last frame, straight to the clip's short side
-   (:func:`pipelines.video.decode.decode_at`, with the run's keyframe index, ``RUN_DIR/keyframes.npz``).
-   :attr:`ClipLoader.seeks`, ``sequential_fallbacks`` and ``frames_decoded`` count what it did.
+   are read (``"cache"``); a miss decodes with PyAV (3.) and stores what
+   :func:`~pipelines.video.cache.frames_to_store` says;
+2. DALI's video decoder fed with the file's bytes: NVDEC on a GPU backend for the codecs and
+   frame sizes NVDEC takes (``"nvdec"``, :data:`core.backend.NVDEC_LIMITS`), else libavcodec on
+   the CPU for VP8/VP9/MJPEG (``"dali-cpu"``);
+3. PyAV (``"pyav"``: other codecs, and the fallback for a file that a DALI route fails on): seek
+   to the keyframe before the clip and decode only up to its last frame, straight to the clip's
+   short side (:func:`pipelines.video.decode.decode_at`, with the run's keyframe index,
+   ``RUN_DIR/keyframes.npz``). :meth:`ClipLoader.decode_counts` says what it did (seeks,
+   sequential fallbacks, frames decoded per clip) and how the cache fared.
 
-Videos are prepared on a thread pool one batch ahead while DALI augments the current batch.
-DALI reads the prepared arrays in place and its CPU outputs become the batch tensors without a
-copy (see :func:`_to_torch`).
+A DALI run that fails is split until the failing file is alone (the rest of the batch stays on
+its route); only that file goes to PyAV, or is rejected. A route that fails on a codec whose
+files PyAV decodes is not tried again for that codec (:class:`~pipelines.video.routes.RouteHealth`).
+Every clip is counted under its route in :attr:`ClipLoader.decode_stats`.
+
+Videos are prepared on a thread pool ahead of the batches; DALI runs ``prefetch`` batches ahead of
+the one handed out (asynchronous execution, :class:`~pipelines.video.dali.ScheduledPipeline`), so
+decoding and augmentation overlap the caller's training step. DALI reads the prepared arrays in
+place (on a GPU pipeline, frames are staged in pinned host memory for the upload) and its outputs
+become the batch tensors without a copy: CPU outputs as NumPy views, GPU outputs through DLPack
+(see :func:`_to_torch`).
 Evaluation yields every (video, clip) of the shard exactly once, in order, including a smaller
 last batch. A video that fails to decode is skipped, listed in :attr:`ClipLoader.rejected` and
 appended to ``RUN_DIR/rejected.csv``; the loader carries on.
@@ -25,7 +35,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.backend import Backend
-from core.runfiles import RunPaths, append_rejected
+from core.backend import NVDEC_LIMITS, Backend
+from core.runfiles import RunPaths, append_rejected, set_aside
 from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord
 from pipelines.video.cache import CachedVideo, ClipCache, default_max_bytes, frames_to_store
@@ -51,10 +62,10 @@ from pipelines.video.clips import (
     train_indices,
     window_matrix,
 )
-from pipelines.video.decode import DecodedFrames, DecodeError, decode_at
+from pipelines.video.decode import DecodedFrames, DecodeError, decode_at, unreadable_source
+from pipelines.video.routes import DALI_ROUTES, DecodeStats, RouteHealth, first_line
 
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
-DALI_GPU_CODECS = DALI_CPU_CODECS | {"h264", "hevc", "mpeg4", "av1", "libdav1d", "libaom-av1"}
 
 
 @dataclass
@@ -92,13 +103,34 @@ class _ClipInput:
     indices: np.ndarray | None = None
     arguments: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample DALI arguments
     resized: bool = False  # frames already have the clip's short side (from the cache)
+    decoder: str = "pyav"  # the decode route (pipelines.video.routes): nvdec, dali-cpu, pyav, cache
+    rerouted: str = ""  # "nvdec->pyav (decode failed)": why the clip left the route it would take
 
     @property
     def source(self) -> str:
-        """The pipeline route: "encoded", "frames" or "cached"; "+warp" for evaluation windows
-        that are only enlarged (fed as a warp ``affine`` instead of a crop window)."""
-        route = "encoded" if self.frames is None else ("cached" if self.resized else "frames")
+        """The pipeline that takes the clip: "nvdec" or "dali-cpu" (bytes), "frames" or "cached";
+        "+warp" for evaluation windows that are only enlarged (a warp ``affine``, not a crop window)."""
+        route = self.decoder if self.frames is None else ("cached" if self.resized else "frames")
         return route + "+warp" if self.arguments.keys() == {"affine"} else route
+
+
+@dataclass
+class _Part:
+    """The clips of one batch that one pipeline takes, submitted under ``ticket`` (None: not
+    submitted, the route had failed on their codec)."""
+
+    key: str
+    items: list[tuple[int, int]]
+    ticket: int | None = None
+
+
+@dataclass
+class _Scheduled:
+    """A batch whose parts are in the pipelines; ``inputs`` stay alive until it is collected."""
+
+    items: list[tuple[int, int]]
+    inputs: dict[tuple[int, int], _ClipInput]
+    parts: list[_Part]
 
 
 class ClipLoader:
@@ -119,6 +151,7 @@ class ClipLoader:
         run_dir: str | os.PathLike[str] | None = None,
         num_threads: int = 2,
         stage: str = "loader",
+        prefetch: int = 2,
         cache_max_bytes: int | None = None,
         keyframes: KeyframeIndexes | None = None,
     ) -> None:
@@ -146,14 +179,19 @@ class ClipLoader:
         self.rejected: list[RejectedVideo] = []
         self.cache_hits = 0
         self.cache_misses = 0
+        self.prefetch = max(1, prefetch)
+        self.decode_stats = DecodeStats()
+        self._health = RouteHealth(self.decode_stats)
         # The PyAV route (see decode_at): videos decoded after a seek, from the start (the clip
         # starts before the second keyframe), sequentially (no usable index: counted, never
-        # silent); frames the decoder produced and clips they served.
+        # silent); frames the decoder produced and clips they served; videos this loader indexed
+        # because the run's keyframes.npz lacked them.
         self.seeks = 0
         self.from_start = 0
         self.sequential_fallbacks = 0
         self.frames_decoded = 0
         self.clips_decoded = 0
+        self.keyframe_scans = 0
         self._counts = threading.Lock()  # the decode threads update the counters
         self._pipes: dict[str, Any] = {}
         shard_indices(np.arange(0), num_shards, shard_id, equal=False)  # validates the shard
@@ -190,22 +228,40 @@ class ClipLoader:
         futures: dict[int, Future] = {}
         with ThreadPoolExecutor(self.num_threads, thread_name_prefix="clip-decode") as pool:
 
-            def submit(batch_items: list[tuple[int, int]]) -> None:
-                for video, _ in batch_items:
+            def submit(number: int) -> None:
+                for video, _ in batches[number] if number < len(batches) else []:
                     if video not in futures:
                         futures[video] = pool.submit(self._prepare_video, video, clips)
 
-            submit(batches[0])
-            for number, batch_items in enumerate(batches):
-                if number + 1 < len(batches):
-                    submit(batches[number + 1])  # decode ahead while DALI runs this batch
-                prepared = {video: futures[video] for video in dict.fromkeys(v for v, _ in batch_items)}
-                batch = self._assemble(batch_items, prepared)
-                for video in prepared:
+            def schedule(number: int) -> _Scheduled:
+                submit(number + 1)  # decode one batch further ahead
+                videos = list(dict.fromkeys(v for v, _ in batches[number]))
+                scheduled = self._schedule(batches[number], {video: futures[video] for video in videos})
+                for video in videos:
                     if last_use[video] == number:
                         del futures[video]
-                if batch is not None:
-                    yield batch
+                return scheduled
+
+            submit(0)
+            in_flight: deque[_Scheduled] = deque()
+            upcoming = 0
+            try:
+                while upcoming < min(self.prefetch, len(batches)):
+                    in_flight.append(schedule(upcoming))
+                    upcoming += 1
+                while in_flight:
+                    current = in_flight.popleft()
+                    if upcoming < len(batches):  # DALI works on it while the caller uses ``current``
+                        in_flight.append(schedule(upcoming))
+                        upcoming += 1
+                    batch = self._collect(current)
+                    if batch is not None:
+                        yield batch
+            finally:  # stopped early (or failed): batches still in DALI are dropped when they come
+                for scheduled in in_flight:
+                    for part in scheduled.parts:
+                        if part.ticket is not None:
+                            self._pipes[part.key].discard(part.ticket)
 
     @property
     def _codec_threads(self) -> int:
@@ -255,18 +311,54 @@ class ClipLoader:
         if self.cache is not None:
             return self._through_cache(video, sampled)
         height, width = record.height, record.width
-        codecs = DALI_GPU_CODECS if self.device == "gpu" else DALI_CPU_CODECS
-        if record.codec in codecs and height > 0 and width > 0:
-            encoded = np.fromfile(record.path, dtype=np.uint8)
+        decoder, rerouted = self._route(record)
+        if decoder in DALI_ROUTES:
+            try:
+                encoded = np.fromfile(record.path, dtype=np.uint8)
+            except OSError as exc:  # gone or unreadable since `prepare`: rejected like an undecodable file
+                raise unreadable_source(record.path, exc) from exc
             return {
                 clip: _ClipInput(
                     encoded=encoded,
                     indices=indices.astype(np.int32),
                     arguments=self._arguments(rng, video, (height, width)),
+                    decoder=decoder,
+                    rerouted=rerouted,
                 )
                 for clip, (indices, rng) in sampled.items()
             }
-        return self._decode_with_pyav(video, sampled)
+        inputs = self._decode_with_pyav(video, sampled)
+        for item in inputs.values():
+            item.rerouted = rerouted
+        return inputs
+
+    def _route(self, record: VideoRecord) -> tuple[str, str]:
+        """The decode route of ``record``'s clips, and why it is not the route its codec would
+        take ("" when it is): NVDEC for the codecs and frame sizes it takes on a GPU backend,
+        DALI's CPU decoder for VP8/VP9/MJPEG, PyAV otherwise or once a route failed on the codec."""
+        codec, width, height = record.codec, record.width, record.height
+        known_size = width > 0 and height > 0
+        wanted = "pyav"
+        if self.device == "gpu" and codec in NVDEC_LIMITS:
+            wanted = "nvdec"
+        elif codec in DALI_CPU_CODECS:
+            wanted = "dali-cpu"
+        candidates = []
+        if self.device == "gpu" and known_size and self.backend.nvdec_accepts(codec, width, height):
+            candidates.append("nvdec")
+        if codec in DALI_CPU_CODECS and known_size:
+            candidates.append("dali-cpu")
+        usable = [route for route in candidates if self._health.usable(route, codec)]
+        chosen = usable[0] if usable else "pyav"
+        if chosen == wanted:
+            return chosen, ""
+        if wanted in candidates:
+            why = f"{wanted} failed on {codec} earlier"
+        elif wanted == "nvdec" and known_size:
+            why = "outside NVDEC frame sizes"
+        else:
+            why = "frame size unknown"
+        return chosen, f"{wanted}->{chosen} ({why})"
 
     def _through_cache(self, video: int, sampled: dict[int, _Sample]) -> dict[int, _ClipInput]:
         """Inputs from the cache entry when it holds every sampled frame (a hit), else decoded
@@ -278,8 +370,8 @@ class ClipLoader:
         if entry is not None and entry.covers(wanted):
             try:
                 inputs = self._clips_from(entry, video, sampled)
-            except OSError:  # damaged outside the cache's atomic writes: decode it again
-                pass
+            except OSError as exc:  # damaged outside the cache's atomic writes: decode it again
+                set_aside(entry.path, exc, redo="decoding the video again")
             else:
                 self.cache.touch(entry)
                 with self._counts:
@@ -302,6 +394,7 @@ class ClipLoader:
                 frames=stored.read(indices),
                 arguments=self._arguments(rng, video, (height, width), resized=resized),
                 resized=resized,
+                decoder="cache" if isinstance(stored, CachedVideo) else "pyav",
             )
             for clip, (indices, rng) in sampled.items()
         }
@@ -312,10 +405,10 @@ class ClipLoader:
     def _decode(self, video: int, frames: np.ndarray, clips: int) -> DecodedFrames:
         """``frames`` of a video at the clip's short side (PyAV, seeking; see decode_at)."""
         path = self.records[video].path
-        decoded = decode_at(
-            path, frames, self.spec.short_side, index=self.keyframes.get(path), codec_threads=self._codec_threads
-        )
+        index, scanned = self.keyframes.lookup(path)
+        decoded = decode_at(path, frames, self.spec.short_side, index=index, codec_threads=self._codec_threads)
         with self._counts:
+            self.keyframe_scans += scanned
             self.seeks += decoded.route == "seek"
             self.from_start += decoded.route == "start"
             self.sequential_fallbacks += decoded.route == "sequential"
@@ -332,11 +425,11 @@ class ClipLoader:
                 "sequential_fallbacks": self.sequential_fallbacks,
                 "frames_decoded": self.frames_decoded,
                 "clips_decoded": self.clips_decoded,
+                "keyframe_scans": self.keyframe_scans,
                 "cache_hits": self.cache_hits,
                 "cache_misses": self.cache_misses,
             }
         counts["frames_decoded_per_clip"] = round(self.frames_decoded / max(self.clips_decoded, 1), 2)
-        counts["keyframe_scans"] = self.keyframes.scanned
         counts["cache_evictions"] = self.cache.evictions if self.cache is not None else 0
         counts["cache_not_stored"] = self.cache.not_stored if self.cache is not None else 0
         return counts
@@ -350,39 +443,57 @@ class ClipLoader:
         if self.run_dir is not None:
             append_rejected(self.run_dir, record.path, reason, self.stage)
 
-    def _pipeline(self, route: str):  # type: ignore[no-untyped-def]
-        """The DALI pipeline of one input route (see :attr:`_ClipInput.source`)."""
-        if route not in self._pipes:
-            from pipelines.video.dali import build_clip_pipeline
+    def _pipeline(self, key: str) -> Any:
+        """The DALI pipeline of one input key (see :attr:`_ClipInput.source`), built on first use."""
+        if key not in self._pipes:
+            from pipelines.video.dali import ScheduledPipeline, build_clip_pipeline
 
-            source, _, geometry = route.partition("+")
-            self._pipes[route] = build_clip_pipeline(
+            source, _, geometry = key.partition("+")
+            pipe = build_clip_pipeline(
                 self.spec,
                 self.device,
-                "encoded" if source == "encoded" else "frames",
+                "encoded" if source in DALI_ROUTES else "frames",
                 resized=source == "cached",
                 geometry=geometry or "resize",
+                decoder="mixed" if source == "nvdec" else "cpu",
                 batch_size=self.batch_size,
                 num_threads=self.num_threads,
                 seed=self.seed,
+                prefetch=self.prefetch,
             )
-        return self._pipes[route]
+            self._pipes[key] = ScheduledPipeline(pipe)
+        return self._pipes[key]
 
-    def _run_pipeline(self, route: str, inputs: list[_ClipInput]) -> Any:
-        pipe = self._pipeline(route)
-        # The frame/byte sources are no_copy (see dali_pipelines): ``inputs`` keeps the arrays
-        # alive and unchanged until run() has returned.
-        if route.startswith("encoded"):
-            pipe.feed_input("encoded", [item.encoded for item in inputs])
-            pipe.feed_input("indices", [item.indices for item in inputs])
+    def _feeds(self, key: str, inputs: list[_ClipInput]) -> dict[str, list[Any]]:
+        """The per-sample inputs of one pipeline run. The frame/byte sources are no_copy (see
+        pipelines.video.dali): the caller keeps ``inputs`` alive until the run's output is taken."""
+        if key.partition("+")[0] in DALI_ROUTES:
+            feeds: dict[str, list[Any]] = {
+                "encoded": [item.encoded for item in inputs],
+                "indices": [item.indices for item in inputs],
+            }
         else:
-            pipe.feed_input("frames", [item.frames for item in inputs], layout="FHWC")
+            feeds = {"frames": [self._staged(item.frames) for item in inputs]}
         for name in inputs[0].arguments:
-            pipe.feed_input(name, [item.arguments[name] for item in inputs])
-        (output,) = pipe.run()
-        return output
+            feeds[name] = [item.arguments[name] for item in inputs]
+        return feeds
 
-    def _assemble(self, batch_items: list[tuple[int, int]], prepared: dict[int, Future]) -> ClipBatch | None:
+    def _staged(self, frames: np.ndarray | None) -> np.ndarray:
+        """Frames for the pipeline's upload: on a GPU pipeline a copy in pinned (page-locked) host
+        memory, which the copy engine reads asynchronously; on the CPU the array itself."""
+        assert frames is not None
+        if self.device != "gpu":
+            return frames
+        pinned = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True).numpy()  # keeps the tensor alive
+        np.copyto(pinned, frames)
+        return pinned
+
+    def _run_now(self, key: str, items: list[tuple[int, int]], inputs: dict) -> list[tuple[list, Any]]:
+        pipe = self._pipeline(key)
+        return [(items, pipe.run(self._feeds(key, [inputs[i] for i in items])))]
+
+    def _schedule(self, batch_items: list[tuple[int, int]], prepared: dict[int, Future]) -> _Scheduled:
+        """Wait for the batch's prepared videos and submit their clips, one part per pipeline."""
         inputs: dict[tuple[int, int], _ClipInput] = {}
         for video, future in prepared.items():
             try:
@@ -390,42 +501,126 @@ class ClipLoader:
                     inputs[(video, clip)] = item
             except DecodeError as exc:
                 self._reject(video, str(exc))
-        by_route: dict[str, list[tuple[int, int]]] = {}
+        by_key: dict[str, list[tuple[int, int]]] = {}
         for item in batch_items:
             if item in inputs:
-                by_route.setdefault(inputs[item].source, []).append(item)
-        outputs: list[tuple[list[tuple[int, int]], Any]] = []
-        for route in [route for route in by_route if route.startswith("encoded")]:
-            encoded_items = by_route.pop(route)
+                by_key.setdefault(inputs[item].source, []).append(item)
+        parts = []
+        for key, items in by_key.items():
+            route = key.partition("+")[0]
+            if route in DALI_ROUTES and not self._usable(route, items):
+                parts.append(_Part(key, items))
+                continue
             try:
-                outputs.append((encoded_items, self._run_pipeline(route, [inputs[i] for i in encoded_items])))
-            except RuntimeError:
-                # DALI fails the whole batch on one bad file: decode these with PyAV instead.
-                for video in dict.fromkeys(v for v, _ in encoded_items):
-                    clips = [c for v, c in encoded_items if v == video]
-                    sampled = {c: self._sample(video, c, self.records[video].frames) for c in clips}
-                    try:
-                        for clip, item in self._decode_with_pyav(video, sampled).items():
-                            inputs[(video, clip)] = item
-                            by_route.setdefault(item.source, []).append((video, clip))
-                    except DecodeError as exc:
-                        self._reject(video, str(exc))
-        for route, items in by_route.items():
-            outputs.append((items, self._run_pipeline(route, [inputs[i] for i in items])))
+                pipe = self._pipeline(key)
+            except RuntimeError as exc:
+                if route not in DALI_ROUTES:
+                    raise
+                self._health.pipeline_failed(route, first_line(exc))
+                parts.append(_Part(key, items))
+                continue
+            parts.append(_Part(key, items, ticket=pipe.submit(self._feeds(key, [inputs[i] for i in items]))))
+        return _Scheduled(batch_items, inputs, parts)
+
+    def _collect(self, scheduled: _Scheduled) -> ClipBatch | None:
+        """The batch of ``scheduled``: each part's output (failed parts isolated and their bad
+        files sent to PyAV), counted per decode route, gathered in batch order."""
+        inputs = scheduled.inputs
+        outputs: list[tuple[list[tuple[int, int]], Any]] = []
+        for part in scheduled.parts:
+            route = part.key.partition("+")[0]
+            if part.ticket is None:
+                outputs += self._fall_back_each(part.key, part.items, inputs)
+                continue
+            try:
+                output = self._pipeline(part.key).result(part.ticket)
+            except RuntimeError as exc:
+                if route not in DALI_ROUTES:
+                    raise
+                if not self._usable(route, part.items):  # run before the route was found broken
+                    outputs += self._fall_back_each(part.key, part.items, inputs)
+                    continue
+                self.decode_stats.failed_runs[route] += 1
+                outputs += self._isolate(part.key, part.items, inputs, first_line(exc))
+                continue
+            self._health.succeeded(route, {self.records[v].codec for v, _ in part.items})
+            outputs.append((part.items, output))
         produced = {item for items, _ in outputs for item in items}
-        kept = [item for item in batch_items if item in produced]
+        kept = [item for item in scheduled.items if item in produced]
+        for item in kept:
+            self.decode_stats.routes[inputs[item].decoder] += 1
+            if inputs[item].rerouted:
+                self.decode_stats.fallbacks[inputs[item].rerouted] += 1
         if not kept:
             return None
-        clips = self._gather(kept, outputs)
         return ClipBatch(
-            clips=clips,
+            clips=self._gather(kept, outputs),
             labels=np.array([self.records[v].label for v, _ in kept], dtype=np.int64),
             video_ids=[self.records[v].video_id for v, _ in kept],
             clip_index=np.array([c for _, c in kept], dtype=np.int64),
         )
 
+    def _isolate(self, key: str, items: list[tuple[int, int]], inputs: dict, reason: str) -> list[tuple[list, Any]]:
+        """Re-run a failed DALI part in halves until each failing video is alone: the videos that
+        decode stay on the route, a failing one goes to PyAV by itself (DALI fails a whole batch
+        on one bad file)."""
+        route = key.partition("+")[0]
+        videos = list(dict.fromkeys(v for v, _ in items))
+        if len(videos) == 1:
+            return self._fall_back(key, items, inputs, failure=reason)
+        outputs = []
+        for group in (videos[: len(videos) // 2], videos[len(videos) // 2 :]):
+            group_items = [item for item in items if item[0] in group]
+            if not self._usable(route, group_items):
+                outputs += self._fall_back_each(key, group_items, inputs)
+                continue
+            try:
+                outputs += self._run_now(key, group_items, inputs)
+            except RuntimeError as exc:
+                self.decode_stats.failed_runs[route] += 1
+                outputs += self._isolate(key, group_items, inputs, first_line(exc))
+                continue
+            self._health.succeeded(route, {self.records[v].codec for v in group})
+        return outputs
+
+    def _usable(self, route: str, items: list[tuple[int, int]]) -> bool:
+        return all(self._health.usable(route, self.records[video].codec) for video, _ in items)
+
+    def _fall_back_each(self, key: str, items: list[tuple[int, int]], inputs: dict) -> list:
+        """:meth:`_fall_back` for each video of ``items`` without trying the route again."""
+        outputs = []
+        for video in dict.fromkeys(v for v, _ in items):
+            outputs += self._fall_back(key, [item for item in items if item[0] == video], inputs)
+        return outputs
+
+    def _fall_back(self, key: str, items: list[tuple[int, int]], inputs: dict, failure: str | None = None) -> list:
+        """Decode one video's clips with PyAV instead of DALI route ``key`` and run them on the
+        frames pipeline. ``failure``: the error of this video alone on the route (None: not tried,
+        the route had failed on its codec); if PyAV fails too, the video is rejected and the file,
+        not the route, is at fault."""
+        route = key.partition("+")[0]
+        video = items[0][0]
+        record = self.records[video]
+        sampled = {clip: self._sample(video, clip, record.frames) for _, clip in items}
+        try:
+            decoded = self._decode_with_pyav(video, sampled)
+        except DecodeError as exc:
+            self._reject(video, str(exc))
+            return []
+        if failure is not None:
+            self._health.file_failed(route, record.codec, failure)
+        why = "decode failed" if failure is not None else f"{route} failed on {record.codec} earlier"
+        for clip, item in decoded.items():
+            item.rerouted = f"{route}->pyav ({why})"
+            inputs[(video, clip)] = item
+        by_key: dict[str, list[tuple[int, int]]] = {}
+        for item in items:
+            by_key.setdefault(inputs[item].source, []).append(item)
+        return [output for frame_key, group in by_key.items() for output in self._run_now(frame_key, group, inputs)]
+
     def _gather(self, kept: list[tuple[int, int]], outputs: list[tuple[list[tuple[int, int]], Any]]) -> Any:
-        """One tensor in ``kept`` order from the per-source DALI outputs (one copy each)."""
+        """One tensor in ``kept`` order from the per-pipeline DALI outputs: the output itself when
+        one pipeline made the whole batch in order, else one copy into place."""
         parts = []
         for items, tensor_list in outputs:
             parts.append((items, _to_torch(tensor_list)))
@@ -447,38 +642,27 @@ class ClipLoader:
 
 
 def _to_torch(tensor_list: Any) -> torch.Tensor:
-    """A DALI batch of equal-shape samples as one torch tensor on the same device. CPU outputs
-    are shared without a copy where DALI's dynamic executor does not reuse an output buffer while
-    the tensor holds it (DALI >= 1.44), else copied once; GPU outputs are copied once, on the GPU."""
+    """A DALI batch of equal-shape samples as one torch tensor on the same device, without a copy
+    where DALI's dynamic executor keeps a buffer alive while the tensor holds it (DALI >= 1.44):
+    CPU outputs as a NumPy view, GPU outputs through DLPack. Older DALI: one copy (on the GPU,
+    on torch's current stream)."""
     from nvidia.dali.backend import TensorGPU
 
     from pipelines.video.dali import outputs_outlive_next_run
 
     dense = tensor_list.as_tensor()
+    shared = outputs_outlive_next_run()
     if isinstance(dense, TensorGPU):
+        device = torch.device("cuda", dense.device_id())
+        if shared:
+            with torch.cuda.device(device):
+                return torch.from_dlpack(dense)
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-        out = torch.empty(
-            dense.shape(), dtype=to_torch_type[dense.dtype], device=torch.device("cuda", torch.cuda.current_device())
-        )
-        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream())
+        out = torch.empty(dense.shape(), dtype=to_torch_type[dense.dtype], device=device)
+        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(device))
         return out
-    return torch.from_numpy(np.asarray(dense) if outputs_outlive_next_run() else np.array(dense))
-
-
-def add_decode_counts(counts: Iterable[dict[str, float]]) -> dict[str, float | None]:
-    """Several loaders' :meth:`ClipLoader.decode_counts` added up, with frames decoded per clip and
-    the cache's hit rate (None when no video was looked up) recomputed from the totals."""
-    total: dict[str, float | None] = {}
-    for item in counts:
-        for key, value in item.items():
-            if key != "frames_decoded_per_clip":
-                total[key] = (total.get(key) or 0) + value
-    frames, clips = total.get("frames_decoded") or 0, total.get("clips_decoded") or 0
-    total["frames_decoded_per_clip"] = round(frames / clips, 2) if clips else None
-    hits, misses = total.get("cache_hits") or 0, total.get("cache_misses") or 0
-    total["cache_hit_rate"] = round(hits / (hits + misses), 4) if hits + misses else None
-    return total
+    return torch.from_numpy(np.asarray(dense) if shared else np.array(dense))
 
 
 def make_clip_loader(
@@ -495,6 +679,7 @@ def make_clip_loader(
     run_dir: str | os.PathLike[str] | None = None,
     num_threads: int = 2,
     stage: str = "loader",
+    prefetch: int = 2,
     cache_max_bytes: int | None = None,
     keyframes: KeyframeIndexes | None = None,
 ) -> ClipLoader:
@@ -502,6 +687,7 @@ def make_clip_loader(
 
     ``shuffle`` defaults to True in training, False in evaluation. Training shards have equal
     length (see :func:`pipelines.video.clips.shard_indices`); evaluation shards cover every video.
+    ``prefetch``: batches DALI works on ahead of the one handed out (its ``prefetch_queue_depth``).
     ``cache_max_bytes``: the cache's size limit (default :func:`pipelines.video.cache.default_max_bytes`).
     ``keyframes``: the videos' keyframe indexes (default: ``RUN_DIR/keyframes.npz``, else built on
     first use).
@@ -519,6 +705,7 @@ def make_clip_loader(
         run_dir=run_dir,
         num_threads=num_threads,
         stage=stage,
+        prefetch=prefetch,
         cache_max_bytes=cache_max_bytes,
         keyframes=keyframes,
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest
@@ -8,10 +10,15 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc
 from analysis.stats import (
     bootstrap_intervals,
     bootstrap_weights,
+    group_bootstrap_weights,
     holm,
     mcnemar_exact,
+    min_sign_flip_p,
+    paired_difference_intervals,
     pairwise_mcnemar,
+    per_group_differences,
     point_metrics,
+    sign_flip_test,
     weighted_binary_auc,
     weighted_label_metrics,
     weighted_macro_auc,
@@ -122,20 +129,129 @@ def test_holm_adjustment():
     assert holm([]) == []
 
 
-def test_pairwise_verdicts_say_when_the_test_set_is_too_small():
+def test_pairwise_mcnemar_is_holm_adjusted_and_significant_means_p_holm_below_alpha():
     ids = [f"v{i}" for i in range(100)]
     strong = {v: True for v in ids}
     weak = {v: i % 2 == 0 for i, v in enumerate(ids)}
     near = {v: i != 0 for i, v in enumerate(ids)}
     tests = {(t.model_a, t.model_b): t for t in pairwise_mcnemar({"strong": strong, "weak": weak, "near": near})}
-    assert (
-        tests[("strong", "weak")].separable and "strong is more accurate than weak" in tests[("strong", "weak")].verdict
-    )
+    assert tests[("strong", "weak")].significant and tests[("strong", "weak")].test.only_a == 50
     small = tests[("strong", "near")]
-    assert not small.separable and "too small to separate" in small.verdict
-    assert small.test.discordant == 1
+    assert not small.significant and small.test.discordant == 1
+    raw = [t.test.p_value for t in tests.values()]
+    assert [t.p_holm for t in tests.values()] == pytest.approx(holm(raw))
+    assert all(t.significant == (t.p_holm < 0.05) for t in tests.values())
 
 
 def test_pairwise_uses_only_shared_videos():
     tests = pairwise_mcnemar({"a": {"x": True, "y": False}, "b": {"y": True, "z": False}})
     assert tests[0].test.n_shared == 1 and tests[0].test.only_b == 1
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+def _near_copies(n_groups: int = 6, per_group: int = 10, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Every video of a group is a near-copy: a model is right on all of a group or on none."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"g{g:02d}" for g in range(n_groups)], per_group)
+    y_true = np.tile(np.arange(per_group) % 3, n_groups)
+    group_right = rng.permutation([True, False] * (n_groups // 2))
+    right = np.repeat(group_right, per_group)
+    y_pred = np.where(right, y_true, (y_true + 1) % 3)
+    scores = np.full((len(y_true), 3), 0.1)
+    scores[np.arange(len(y_true)), y_pred] = 0.8
+    return y_true, y_pred, scores, groups
+
+
+def test_group_bootstrap_keeps_videos_of_a_group_together():
+    groups = np.array(["b", "a", "b", "c", "a", "b"])
+    weights = group_bootstrap_weights(groups, 200, seed=3)
+    assert weights.shape == (200, 6)
+    for row in weights:
+        for g in "abc":
+            assert len(set(row[groups == g])) == 1  # one multiplicity per group
+        assert row[[1, 0, 3]].sum() == 3  # three groups drawn per resample (a, b, c one video each)
+
+
+def test_near_copies_make_group_intervals_much_wider_than_video_intervals():
+    y_true, y_pred, scores, groups = _near_copies()
+    by_video = bootstrap_intervals(y_true, y_pred, scores, n_resamples=2000, seed=0)["accuracy"]
+    by_group = bootstrap_intervals(y_true, y_pred, scores, groups=groups, n_resamples=2000, seed=0)["accuracy"]
+    assert by_video.estimate == by_group.estimate == pytest.approx(0.5)
+    video_width, group_width = by_video.high - by_video.low, by_group.high - by_group.low
+    # 60 "independent" videos: about +-0.13; 6 groups of copies: the evidence of 6 videos, about +-0.4.
+    assert video_width < 0.3 and group_width > 0.6
+    assert group_width > 2.5 * video_width
+
+
+def test_one_group_gives_no_interval():
+    y_true, y_pred, scores, _ = _near_copies()
+    one = bootstrap_intervals(y_true, y_pred, scores, groups=["g"] * len(y_true), n_resamples=100)
+    assert one["accuracy"].estimate == pytest.approx(0.5)
+    assert one["accuracy"].low is None and one["accuracy"].high is None and one["accuracy"].format() == "0.500"
+
+
+def test_group_bootstrap_matches_a_plain_loop_over_drawn_groups():
+    y_true, y_pred, scores = _data(n=48, seed=5)
+    groups = np.array([f"g{i % 8}" for i in range(48)])
+    ours = bootstrap_intervals(y_true, y_pred, scores, groups=groups, n_resamples=3000, seed=1)
+    rng = np.random.default_rng(11)
+    names = np.unique(groups)
+    accuracies, f1s = [], []
+    for _ in range(3000):
+        rows = np.concatenate([np.flatnonzero(groups == g) for g in rng.choice(names, len(names))])
+        accuracies.append(accuracy_score(y_true[rows], y_pred[rows]))
+        f1s.append(precision_recall_fscore_support(y_true[rows], y_pred[rows], average="macro", zero_division=0)[2])
+    for name, values in (("accuracy", accuracies), ("macro_f1", f1s)):
+        low, high = np.percentile(values, [2.5, 97.5])
+        assert ours[name].low == pytest.approx(low, abs=0.03) and ours[name].high == pytest.approx(high, abs=0.03)
+
+
+def test_paired_difference_of_a_model_with_itself_is_exactly_zero_and_shared_luck_cancels():
+    y_true, y_pred, scores, groups = _near_copies(n_groups=8)
+    same = paired_difference_intervals(y_true, (y_pred, y_pred), (scores, scores), groups=groups, n_resamples=300)
+    assert (same["accuracy"].estimate, same["accuracy"].low, same["accuracy"].high) == (0.0, 0.0, 0.0)
+    # B is A plus one more right video in every group: the difference is small and always negative,
+    # although each model's own interval is wide.
+    better = y_pred.copy()
+    for g in np.unique(groups):
+        wrong = np.flatnonzero((groups == g) & (y_pred != y_true))
+        if len(wrong):
+            better[wrong[0]] = y_true[wrong[0]]
+    diff = paired_difference_intervals(y_true, (y_pred, better), (scores, scores), groups=groups, n_resamples=2000)
+    assert diff["accuracy"].estimate == pytest.approx(-4 / 80)
+    assert diff["accuracy"].high < 0 and diff["accuracy"].high - diff["accuracy"].low < 0.1
+
+
+def test_sign_flip_test_exact_p_values():
+    # Six groups all favouring A: only these signs and their mirror are as extreme, p = 2/64.
+    six = sign_flip_test([3, 1, 2, 1, 4, 2])
+    assert six.exact and six.p_value == pytest.approx(2 / 64) == six.min_p_value
+    assert six.statistic == 13 and six.n_informative == 6
+    # Zero differences cannot flip: five informative groups give at best 2/32 > 0.05.
+    five = sign_flip_test([1, 1, 1, 1, 1, 0])
+    assert five.p_value == pytest.approx(2 / 32) and five.n_informative == 5 and five.n_groups == 6
+    # Mixed signs: |sum| = 1 with differences (2, -1): the assignments give 1, -3, 3, -1 -> p = 1.
+    assert sign_flip_test([2, -1]).p_value == pytest.approx(1.0)
+    # Brute force on a small case.
+    d = np.array([5, -1, 2, 3, -2, 4, 1])
+    totals = [sum(s * x for s, x in zip(signs, d, strict=True)) for signs in itertools.product([-1, 1], repeat=7)]
+    assert sign_flip_test(d).p_value == pytest.approx(np.mean(np.abs(totals) >= abs(d.sum())))
+    assert sign_flip_test([0, 0]).p_value == 1.0
+
+
+def test_sign_flip_test_with_many_groups_is_random_and_seeded():
+    d = np.r_[np.ones(30, dtype=int), -np.ones(10, dtype=int)]
+    first, again = sign_flip_test(d, seed=4), sign_flip_test(d, seed=4)
+    assert not first.exact and first == again
+    # Exact two-sided binomial p for 30 of 40 signs positive, which the random test approximates.
+    assert first.p_value == pytest.approx(binomtest(30, 40).pvalue, abs=0.005)
+
+
+def test_min_sign_flip_p_and_per_group_differences():
+    assert min_sign_flip_p(5) == pytest.approx(0.0625) and min_sign_flip_p(6) == pytest.approx(0.03125)
+    assert min_sign_flip_p(0) == 1.0
+    a = [True, True, False, True, False]
+    b = [False, True, True, False, False]
+    assert per_group_differences(a, b, ["x", "x", "y", "y", "z"]).tolist() == [1, 0, 0]

@@ -3,8 +3,17 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
-from core.cost import PeakMemory, file_size_bytes, peak_rss_in_fresh_process, time_call, timed
+from core.cost import (
+    MEMORY_KINDS,
+    PeakMemory,
+    file_size_bytes,
+    peak_rss_in_fresh_process,
+    release_device_pools,
+    time_call,
+    timed,
+)
 
 MB = 1024 * 1024
 
@@ -69,3 +78,42 @@ def test_file_size_of_a_file_and_of_a_directory(tmp_path) -> None:  # type: igno
     (tmp_path / "sub" / "b.bin").write_bytes(b"y" * 23)
     assert file_size_bytes(tmp_path / "a.bin") == 100
     assert file_size_bytes(tmp_path) == 123
+
+
+def test_every_memory_kind_is_explained():
+    release_device_pools()  # nothing to release without CUDA; must not initialise it
+    with PeakMemory(cuda=True) as memory:
+        _ = bytearray(8 << 20)
+    assert memory.kind in MEMORY_KINDS
+
+
+@pytest.mark.gpu
+def test_gpu_memory_left_cached_by_earlier_work_is_counted_again():
+    """PyTorch keeps freed blocks cached: without releasing them first, a fit that reuses them
+    would show no device memory at all (the tuned-pools under-report). Released, it shows."""
+    import torch
+
+    size = 256 << 20
+    earlier = torch.empty(size, dtype=torch.uint8, device="cuda")
+    del earlier  # cached by torch's allocator, still taken from the device
+    with PeakMemory(cuda=True) as memory:
+        block = torch.empty(size, dtype=torch.uint8, device="cuda")
+        block.fill_(1)
+        torch.cuda.synchronize()
+    assert memory.kind == "cuda_device_used_peak_delta"
+    assert memory.peak_bytes >= 0.9 * size
+    assert memory.torch_peak_bytes is not None and memory.torch_peak_bytes >= size
+
+
+@pytest.mark.gpu
+def test_gpu_memory_left_in_cupys_pool_is_counted_again():
+    cupy = pytest.importorskip("cupy")
+
+    size = 256 << 20
+    earlier = cupy.empty(size, dtype=cupy.uint8)
+    del earlier  # back in CuPy's pool, still taken from the device
+    with PeakMemory(cuda=True) as memory:
+        block = cupy.ones(size, dtype=cupy.uint8)
+        cupy.cuda.Device().synchronize()
+    del block
+    assert memory.peak_bytes >= 0.9 * size

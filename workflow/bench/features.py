@@ -22,8 +22,8 @@ from core.backend import Backend
 from core.runfiles import atomic_write_json
 from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.features.kernel import FeatureSpec, compute_features
-from pipelines.features.store import BATCH_SIZE, iter_feature_batches, synchronize, to_numpy
-from pipelines.video.loader import add_decode_counts
+from pipelines.features.store import iter_feature_batches, synchronize, to_numpy
+from pipelines.video.routes import add_decode_counts
 from workflow.bench.loader import scan_videos
 
 KERNEL_TO_DECODE_TARGET = 0.25  # on the CPU: kernel time at most this fraction of decode time
@@ -135,7 +135,7 @@ def bench_features(
     videos: int | None = None,
     out: str | os.PathLike[str] | None = None,
     spec: FeatureSpec | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> FeatureBenchResult:
     """Time decode alone and decode + features over ``videos`` videos of ``data_root`` (evenly
     spread; default all) and write JSON to ``out`` (a ``.json`` file or a folder; default
@@ -198,7 +198,7 @@ def bench_features(
         n_videos=len(records),
         rejected=rejected,
         spec=spec.to_dict(),
-        batch_size=batch_size,
+        batch_size=batch_size or backend.feature_batch_size,
         decode_device=backend.decode.device,
         features_device=backend.features.device,
         cpu_count=os.cpu_count(),

@@ -19,6 +19,7 @@ import math
 import multiprocessing
 import os
 import resource
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -304,7 +305,6 @@ def bench_loader(
     clips: int | None = None,
     batch_size: int = 8,
     num_threads: int = 2,
-    cache_dir: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     peers: Sequence[str] = (),
     cache_max_bytes: int | None = None,
@@ -312,11 +312,10 @@ def bench_loader(
     """Time the reference loader, the project loader (cache off, and cold then warm when
     ``cache``: two passes of one loader, as two epochs) and each of ``peers`` over the same videos;
     write the result as JSON to ``out`` (a ``.json`` file or a folder; default ``./bench/loader.json``).
-    The cache goes to ``cache_dir`` (default: a ``loader-cache`` folder beside the JSON, emptied first
-    so that "cold" is cold), limited to ``cache_max_bytes`` (default: the cache's own default).
+    The cache passes use a new temporary folder of their own, created beside the JSON (the same disk
+    as before) and removed afterwards: "cold" is cold, and no folder the benchmark did not create is
+    ever emptied. The cache is limited to ``cache_max_bytes`` (default: the cache's own default).
     """
-    import shutil
-
     check_peers(peers)
     out_path = Path(out) if out is not None else Path("bench") / "loader.json"
     if out_path.suffix != ".json":
@@ -349,13 +348,12 @@ def bench_loader(
     for peer in peers:
         result.timings.append(timed_peer(peer, records, spec, batch_size))
     if cache:
-        cache_path = Path(cache_dir) if cache_dir is not None else out_path.parent / "loader-cache"
-        if cache_path.exists():
-            shutil.rmtree(cache_path)
-        cached = project.loader(cache_path)  # cold then warm: two epochs of one training run
-        result.timings.append(project.timed("cold", cached))
-        result.timings.append(project.timed("warm", cached))
-        result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".loader-cache-", dir=out_path.parent) as cache_path:
+            cached = project.loader(Path(cache_path))  # cold then warm: two epochs of one training run
+            result.timings.append(project.timed("cold", cached))
+            result.timings.append(project.timed("warm", cached))
+            result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
     result.peers = list(peers)
     peer_rates = [t.clips_per_s for t in result.timings if t.loader in peers]
     if peer_rates:

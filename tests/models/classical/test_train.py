@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from core.backend import resolve_backend
 from core.runfiles import RunPaths, read_json
 from core.schema import load_result, validate_result
 from models.classical.estimators import MODEL_NAMES, ClassicalModel
+from models.classical.persist import load_classical_model
 from models.classical.train import (
     ClassicalConfig,
     fit_learning_curve,
@@ -25,7 +27,8 @@ from models.classical.train import (
     train_classical_models,
     tune_model,
 )
-from pipelines.features.store import load_features, save_features
+from pipelines.data.records import index_fingerprint, read_videos_csv, write_videos_csv
+from pipelines.features.store import features_fingerprint, load_features, save_features
 from tests.classical_data import shared_feature_run, small_spec, synthetic_features
 from workflow.bench.classical import bench_classical
 
@@ -69,6 +72,7 @@ def test_every_model_writes_a_valid_result_and_a_saved_model(trained_run) -> Non
         assert data["backend"] == ("xgboost-cpu" if result.model == "gb" else "sklearn")
         assert data["device"] == "cpu"
         assert {row["video_id"] for row in data["predictions"]} == test_ids
+        assert data["index_fingerprint"] == index_fingerprint(read_videos_csv(paths.videos_csv))
         assert data["validation"]["n_videos"] == int((features.splits == "val").sum())
         cost = data["cost"]
         assert cost["fit_seconds"] > 0 and cost["search_seconds"] > 0
@@ -102,17 +106,16 @@ def test_scores_sum_to_one_and_roc_auc_matches_scikit_learn(trained_run) -> None
 
 
 def test_saved_model_reproduces_the_saved_scores(trained_run) -> None:  # type: ignore[no-untyped-def]
-    import joblib
-
     run_dir, _ = trained_run
     features = load_features(RunPaths(run_dir).features_npz)
     test = split_features(features)["test"]
     result = load_result(RunPaths(run_dir).result_json("logreg"))
-    model = joblib.load(run_dir / result.artifacts["model"])
+    assert result.artifacts["model"] == "models/logreg.skops"
+    model = load_classical_model(run_dir / result.artifacts["model"])
     np.testing.assert_allclose(model.predict_proba(test.X), [row.scores for row in result.predictions], atol=1e-9)
 
 
-def test_finished_models_are_skipped_unless_forced(trained_run, backend) -> None:  # type: ignore[no-untyped-def]
+def test_finished_models_are_skipped_unless_forced(trained_run, backend, capsys) -> None:  # type: ignore[no-untyped-def]
     run_dir, _ = trained_run
     path = RunPaths(run_dir).result_json("knn")
     before = path.stat().st_mtime_ns
@@ -121,9 +124,14 @@ def test_finished_models_are_skipped_unless_forced(trained_run, backend) -> None
     changed = ClassicalConfig(
         cv_folds=2, learning_curve_seeds=(0, 1), grids={"knn": {"n_neighbors": [3], "weights": ["uniform"]}}
     )
+    capsys.readouterr()
     result = run_classical(run_dir, backend, models=["knn"], config=changed, progress=False)[0]
     assert result.config["params"] == {"n_neighbors": 3, "weights": "uniform"}
     assert path.stat().st_mtime_ns != before
+    # Other settings retrain, and say so (they used to retrain silently).
+    assert f"{path} was made with other settings (grid, folds, seed, selection rule or library): retraining knn" in (
+        capsys.readouterr().err
+    )
     forced = run_classical(run_dir, backend, models=["knn"], config=changed, force=True, progress=False)[0]
     assert forced.learning_curve is None
 
@@ -254,3 +262,60 @@ def test_cli_classical_runs_and_rejects_bad_models(trained_run) -> None:  # type
     assert bad.exit_code == 2 and "tree" in bad.output
     missing = runner.invoke(main, ["--device", "cpu", "classical", "--run", str(run_dir / "nowhere")])
     assert missing.exit_code == 1 and "features.npz" in missing.output
+
+
+def _copy_of_shared_run(tmp_path, tmp_path_factory):  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    shutil.copytree(shared_feature_run(tmp_path_factory), run_dir)
+    return run_dir
+
+
+def test_features_of_another_index_are_recomputed_and_the_advice_redoes_stale_results(
+    tmp_path, tmp_path_factory, backend, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """`prepare` rerun on other data, then `classical --force`: it used to train on the old
+    features.npz and print old-dataset scores as new, and `analyze` advised --force, which looped."""
+    from analysis.results import load_results
+
+    run_dir = _copy_of_shared_run(tmp_path, tmp_path_factory)
+    paths = RunPaths(run_dir)
+    run_classical(run_dir, backend, models=["logreg", "knn"], config=FAST, progress=False)
+    # Another index, as `prepare` would write it: group 8 is gone, group 5 moves from train to test.
+    records = [r for r in read_videos_csv(paths.videos_csv) if not r.group.endswith("_g08")]
+    records = [replace(r, split="test") if r.group.endswith("_g05") else r for r in records]
+    write_videos_csv(paths.videos_csv, records)
+    capsys.readouterr()
+    logreg = run_classical(run_dir, backend, models=["logreg"], config=FAST, force=True, progress=False)[0]
+    err = capsys.readouterr().err
+    assert f"{paths.features_npz} was computed from another index" in err and "recomputing it" in err
+    features = load_features(paths.features_npz)
+    assert features.fingerprint == features_fingerprint(paths.videos_csv, small_spec())
+    assert sorted(features.video_ids) == sorted(r.video_id for r in records)
+    assert sorted(p.video_id for p in logreg.predictions) == sorted(r.video_id for r in records if r.split == "test")
+    assert logreg.index_fingerprint == index_fingerprint(records)
+
+    # knn was not retrained: the report leaves it out, and the command it names brings it back.
+    results, notes = load_results(run_dir)
+    assert [r.model for r in results] == ["logreg"]
+    advice = f"python cli.py classical --run {run_dir} --models knn"
+    assert len(notes) == 1 and notes[0].startswith("knn.json left out: made from another index") and advice in notes[0]
+    redo = CliRunner().invoke(main, ["--device", "cpu", *advice.split()[2:], "--profile", "tiny"])
+    assert redo.exit_code == 0, redo.output
+    assert [r.model for r in load_results(run_dir)[0]] == ["knn", "logreg"] and load_results(run_dir)[1] == []
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_an_unreadable_result_is_set_aside_and_retrained(
+    tmp_path, tmp_path_factory, backend, capsys, damage
+) -> None:  # type: ignore[no-untyped-def]
+    run_dir = _copy_of_shared_run(tmp_path, tmp_path_factory)
+    path = RunPaths(run_dir).result_json("logreg")
+    first = run_classical(run_dir, backend, models=["logreg"], config=FAST, progress=False)[0]
+    text = path.read_text()
+    path.write_text("" if damage == "empty" else text[: len(text) // 2])
+    capsys.readouterr()
+    again = run_classical(run_dir, backend, models=["logreg"], config=FAST, progress=False)[0]
+    err = capsys.readouterr().err
+    assert f"{path} cannot be read (" in err and "kept as logreg.json.corrupt; retraining logreg" in err
+    assert (path.parent / "logreg.json.corrupt").read_text() == ("" if damage == "empty" else text[: len(text) // 2])
+    assert load_result(path) == again and again.predictions == first.predictions

@@ -27,14 +27,23 @@ def test_label_smoothing_must_be_below_one():
         PROFILES["tiny"].deep_config("cnn3d", label_smoothing=1.0)
 
 
-def test_switching_the_clip_cache_keeps_checkpoints_resumable(tmp_path):
+def test_switching_the_clip_cache_keeps_checkpoints_resumable(tmp_path, capsys):
     from dataclasses import replace
 
-    from models.deep.checkpoint import check_resumable
+    from models.deep.checkpoint import ResumePoint, check_resumable
 
     config = PROFILES["tiny"].deep_config("cnn2d")
-    saved = config.to_dict()
-    check_resumable(saved, replace(config, cache=False), tmp_path / "last.pt")
-    check_resumable({k: v for k, v in saved.items() if k != "cache"}, config, tmp_path / "last.pt")  # older file
-    with pytest.raises(ValueError, match="label_smoothing"):
-        check_resumable(saved, replace(config, label_smoothing=0.3), tmp_path / "last.pt")
+    saved = ResumePoint({"config": config.to_dict()}, None)
+    older = ResumePoint({"config": {k: v for k, v in config.to_dict().items() if k != "cache"}}, None)
+    last = tmp_path / "last.pt"
+    assert check_resumable(saved, replace(config, cache=False), last, "yes")
+    assert check_resumable(older, config, last, "yes")  # a file from before the cache setting
+    with pytest.raises(ValueError, match="label_smoothing") as error:
+        check_resumable(saved, replace(config, label_smoothing=0.3), last, "yes")
+    # The fix it names works whatever else was given (it used to say "--force" to users who had given it).
+    assert "leave out --resume to train afresh" in str(error.value) and "--force" not in str(error.value)
+    # `deep --resume` may train longer; `run` ("auto") continues only a training of these very settings.
+    assert check_resumable(saved, replace(config, epochs=5), last, "yes")
+    assert not check_resumable(saved, replace(config, epochs=5), last, "auto")
+    assert f"{last} was written with other settings (epochs: 2 -> 5): training afresh" in capsys.readouterr().err
+    assert check_resumable(saved, replace(config, cache=False, num_threads=3), last, "auto")

@@ -134,3 +134,16 @@ def test_an_interrupted_curve_reuses_its_finished_points_until_settings_or_data_
         retrained.clear()
         curve(changed_config, changed_records, lambda fraction, model: retrained.append(fraction), reuse=reuse)
         assert retrained == [0.5]
+
+
+def test_an_unreadable_point_is_set_aside_and_retrained(tmp_path, capsys):
+    from models.deep.curve import SeedScore, load_point, point_path, save_point
+
+    path = point_path(tmp_path, 0.5, 0)
+    save_point(path, SeedScore(0.5, 0, 12, 0.8, 0.75, 1), "fp")
+    assert load_point(path, "fp") == SeedScore(0.5, 0, 12, 0.8, 0.75, 1)
+    assert load_point(path, "other settings") is None and path.is_file()  # kept: another training's point
+    path.write_text('{"fingerprint": "fp", "sco')  # cut short by a kill or a full disk
+    assert load_point(path, "fp") is None
+    assert f"{path} cannot be read (" in capsys.readouterr().err
+    assert not path.exists() and path.with_name(path.name + ".corrupt").read_text().endswith('"sco')

@@ -39,6 +39,14 @@ def test_run_deep_writes_a_valid_result_and_skips_finished_work(run_dir, backend
     assert result.family == "deep" and result.backend == "torch-cpu"
     assert result.test_protocol.startswith("2 clips x 1 crop")
     assert result.config["profile"] == "tiny" and result.config["normalization"]["mean"][0] == pytest.approx(0.485)
+    # CPU decoding: the clip cache is on by default; its first pass decodes with PyAV, later reads hit it.
+    assert result.config["cache"] is True
+    decode = result.config["decode"]  # one place for how clips were decoded
+    assert set(decode["routes"]) == {"pyav", "cache"} and decode["fallbacks"] == {}
+    assert decode["clips_decoded"] > 0 and decode["sequential_fallbacks"] == 0
+    # This run has no keyframes.npz: each video is indexed on first use, once (loaders sharing an
+    # index count only their own scans).
+    assert 0 < decode["keyframe_scans"] <= len(read_videos_csv(run_dir / "videos.csv"))
     cost = result.cost
     assert cost.parameters == 11_178_051 and cost.flops_per_clip > 1e7
     assert len(cost.epoch_seconds) == 1 and cost.fit_seconds > 0
@@ -63,16 +71,16 @@ def test_a_re_prepared_index_retrains_instead_of_reusing_a_stale_result(tmp_path
     run_dir = make_run(tmp_path)
     config = tiny_config("cnn2d", epochs=1, size=16, batch_size=6)
     first = run_deep(run_dir, backend, config, progress=False)
-    assert has_current_result(run_dir, "cnn2d")
+    assert has_current_result(run_dir, config)
     # Another split of the same videos (as a re-run of `prepare` would write): one val video moves to train.
     records = read_videos_csv(run_dir / "videos.csv")
     moved = next(i for i, r in enumerate(records) if r.split == "val")
     records[moved] = replace(records[moved], split="train")
     write_videos_csv(run_dir / "videos.csv", records)
-    assert not has_current_result(run_dir, "cnn2d")
-    second = run_deep(run_dir, backend, config, progress=False, resume=True)
-    assert second.config["data_fingerprint"] != first.config["data_fingerprint"]
-    assert second.config["data_fingerprint"] == index_fingerprint(records)
+    assert not has_current_result(run_dir, config)
+    second = run_deep(run_dir, backend, config, progress=False, resume="yes")
+    assert second.index_fingerprint != first.index_fingerprint
+    assert second.index_fingerprint == index_fingerprint(records)
     assert read_json(run_dir / "checkpoints" / "cnn2d" / "data.json")["data_fingerprint"] == index_fingerprint(records)
     assert load_result(run_dir / "results" / "cnn2d.json") == second
 
@@ -128,6 +136,9 @@ def test_cli_deep_with_cache_off_and_label_smoothing_reports_rejected_videos(tmp
     assert f"2 video(s) rejected this run (see {run_dir / 'rejected.csv'})" in result.output
     saved = load_result(run_dir / "results" / "cnn2d.json")
     assert saved.config["cache"] is False and saved.config["label_smoothing"] == pytest.approx(0.2)
+    # Without the cache every clip is decoded by DALI's CPU decoder (MJPEG); the broken files are
+    # isolated and rejected, not counted as decoded.
+    assert list(saved.config["decode"]["routes"]) == ["dali-cpu"] and saved.config["decode"]["fallbacks"] == {}
     assert not any((run_dir / "cache").rglob("*.*"))  # nothing decoded into the clip cache
     assert "decoded-clip cache" not in result.output
     assert "Left/broken_test" not in {p.video_id for p in saved.predictions}
@@ -157,3 +168,71 @@ def test_cli_deep_with_cache_off_and_label_smoothing_reports_rejected_videos(tmp
     assert decode["cache_not_stored"] > 0 and decode["cache_max_bytes"] == limit
     assert sum(path.stat().st_size for path in (run_dir / "cache").rglob("*") if path.is_file()) <= limit
     assert f"{decode['cache_evictions']} evicted, {decode['cache_not_stored']} not stored)" in bounded.output
+
+
+def _deep_args(run_dir, *more):
+    return ["--device", "cpu", "deep", "--run", str(run_dir), "--model", "cnn2d", "--profile", "tiny",
+            "--epochs", "1", "--size", "16", "--batch-size", "6", *more]  # fmt: skip
+
+
+def test_an_unreadable_result_is_set_aside_and_retrained(tmp_path):
+    """`: > R/results/cnn2d.json` used to fail every rerun with `Expecting value: line 1 column 1`."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    run_dir = make_run(tmp_path)
+    path = run_dir / "results" / "cnn2d.json"
+    assert CliRunner().invoke(main, _deep_args(run_dir)).exit_code == 0
+    path.write_text("")
+    again = CliRunner().invoke(main, _deep_args(run_dir))
+    assert again.exit_code == 0, again.output
+    assert f"{path} cannot be read (" in again.output and "kept as cnn2d.json.corrupt; retraining cnn2d" in again.output
+    assert (path.parent / "cnn2d.json.corrupt").read_text() == ""
+    assert load_result(path).index_fingerprint == index_fingerprint(read_videos_csv(run_dir / "videos.csv"))
+
+
+def test_changed_settings_retrain_and_speed_only_settings_keep_the_result(tmp_path):
+    """`deep --pooling max` over an avg-pooling result used to reprint the old result."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    run_dir = make_run(tmp_path)
+    path = run_dir / "results" / "cnn2d.json"
+    assert CliRunner().invoke(main, _deep_args(run_dir)).exit_code == 0
+    assert load_result(path).config["pooling"] == "avg"
+    stamp = path.stat().st_mtime_ns
+    same = CliRunner().invoke(main, _deep_args(run_dir, "--cache", "off"))  # speed only: kept
+    assert same.exit_code == 0 and "retraining" not in same.output and path.stat().st_mtime_ns == stamp
+    limited = CliRunner().invoke(main, _deep_args(run_dir, "--cache", "on", "--cache-max-gb", "0.5"))  # speed only
+    assert limited.exit_code == 0 and "retraining" not in limited.output and path.stat().st_mtime_ns == stamp
+    changed = CliRunner().invoke(main, _deep_args(run_dir, "--pooling", "max"))
+    assert changed.exit_code == 0, changed.output
+    assert f"{path} was trained with other settings (pooling: 'avg' -> 'max'): retraining cnn2d" in changed.output
+    assert load_result(path).config["pooling"] == "max"
+
+
+def test_weights_that_are_not_a_checkpoint_of_the_model_are_one_line_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    from models.deep.checkpoint import save_checkpoint
+    from models.networks.cnn3d import build_cnn3d
+
+    run_dir = make_run(tmp_path)
+    garbage, empty, other = tmp_path / "garbage.pth", tmp_path / "empty.pth", tmp_path / "cnn3d.pt"
+    garbage.write_bytes(b"not a checkpoint at all" * 20)
+    empty.write_bytes(b"")
+    save_checkpoint(other, {"model": build_cnn3d(3, weights="none").state_dict(), "architecture": "cnn3d"})
+    for path, expected in [
+        (garbage, "is not a readable PyTorch checkpoint"),
+        (empty, "is not a readable PyTorch checkpoint"),
+        (other, "does not hold cnn2d (ResNet-18) weights"),
+    ]:
+        result = CliRunner().invoke(main, _deep_args(run_dir, "--weights", str(path)))
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {path} {expected}"), result.output
+        assert "Traceback" not in result.output and "Aborted" not in result.output
+    assert not (run_dir / "checkpoints").exists()  # stopped before any training

@@ -76,7 +76,7 @@ def test_checkpoint_round_trips_and_resume_matches_an_uninterrupted_run(run_dir,
     names = class_names(records)
     device = torch.device("cpu")
 
-    def train(checkpoint_dir, resume=False, on_epoch_end=None):
+    def train(checkpoint_dir, resume="no", on_epoch_end=None):
         torch.manual_seed(0)
         model = fresh_model(config)
         outcome = train_model(
@@ -108,7 +108,7 @@ def test_checkpoint_round_trips_and_resume_matches_an_uninterrupted_run(run_dir,
 
     epochs_seen = []
     resumed, resumed_outcome = train(
-        tmp_path / "interrupted", resume=True, on_epoch_end=lambda e, s: epochs_seen.append(e)
+        tmp_path / "interrupted", resume="yes", on_epoch_end=lambda e, s: epochs_seen.append(e)
     )
     assert epochs_seen == [1]  # continued with the second epoch, did not redo the first
     assert len(resumed_outcome.state.history) == 2
@@ -122,3 +122,72 @@ def test_checkpoint_round_trips_and_resume_matches_an_uninterrupted_run(run_dir,
     assert outcome.state.best_epoch == resumed_outcome.state.best_epoch
     for key, value in uninterrupted.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+
+
+class RunsCode:
+    """Pickled as a call of Path.touch: loading it with weights_only=False would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("damage", ["truncated last.pt", "empty best.pt", "last.pt that runs code"])
+def test_an_unusable_checkpoint_is_set_aside_and_training_starts_afresh(
+    run_dir, backend, tmp_path, capsys, damage
+):
+    config = tiny_config("cnn2d", epochs=2, patience=5, size=16, batch_size=6)
+    records, loaders = records_and_loaders(run_dir, config, backend)
+    checkpoints = tmp_path / "checkpoints"
+
+    def train(resume, on_epoch_end=None):
+        return train_model(
+            fresh_model(config), loaders["train"], loaders["val"], config, torch.device("cpu"), class_names(records),
+            checkpoint_dir=checkpoints, resume=resume, progress=False, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
+
+    with pytest.raises(Interrupted):
+        train("no", on_epoch_end=interrupt_after_first_epoch)
+    marker = tmp_path / "code-ran"
+    if damage == "truncated last.pt":
+        damaged = checkpoints / "last.pt"
+        damaged.write_bytes(damaged.read_bytes()[:1000])
+    elif damage == "empty best.pt":
+        damaged = checkpoints / "best.pt"
+        damaged.write_bytes(b"")
+    else:  # a run folder from someone else: its checkpoint must not run code on --resume
+        damaged = checkpoints / "last.pt"
+        saved = load_checkpoint(damaged)
+        torch.save({**saved, "rng": RunsCode(marker)}, damaged)
+    content = damaged.read_bytes()
+    capsys.readouterr()
+    epochs_seen = []
+    outcome = train("yes", on_epoch_end=lambda epoch, state: epochs_seen.append(epoch))
+    assert epochs_seen == [0, 1] and len(outcome.state.history) == 2  # afresh, not from epoch 2
+    err = capsys.readouterr().err
+    assert f"{damaged} cannot be read (" in err and f"kept as {damaged.name}.corrupt; training afresh" in err
+    assert (checkpoints / f"{damaged.name}.corrupt").read_bytes() == content
+    assert not marker.exists()
+    assert load_checkpoint(checkpoints / "last.pt")["train_state"]["epoch"] == 1
+
+
+@pytest.mark.parametrize("model_name", ["cnn2d", "cnn3d"])
+def test_a_last_training_batch_of_one_clip_is_dropped(tmp_path, backend, model_name):
+    """12 training videos in batches of 11: the second batch holds one clip. BatchNorm cannot train
+    on it (R3D-18 at 16 px, ResNet-18 at one frame per clip: one value per channel) and used to stop
+    training with "Expected more than 1 value per channel when training"."""
+    from models.deep.train import run_deep
+    from models.deep.training import training_batches
+
+    run = make_run(tmp_path)
+    frames = 1 if model_name == "cnn2d" else 4
+    config = tiny_config(model_name, epochs=1, size=16, frames=frames, batch_size=11, freeze="none")
+    _, loaders = records_and_loaders(run, config, backend)
+    assert [len(batch.labels) for batch in loaders["train"]] == [11, 1]
+    assert training_batches(loaders["train"]) == 1
+    result = run_deep(run, backend, config, progress=False)
+    assert result.config["epochs_run"] == 1 and result.metrics.n_videos == 6

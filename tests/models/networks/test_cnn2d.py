@@ -69,5 +69,5 @@ def test_cached_and_local_weights_load_the_backbone_and_replace_the_head(monkeyp
 
 def test_a_local_checkpoint_of_another_architecture_is_rejected(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=f"{tmp_path / 'bad.pth'} does not hold cnn2d \\(ResNet-18\\) weights"):
         build_cnn2d(3, weights=tmp_path / "bad.pth")

@@ -12,6 +12,7 @@ from pipelines.data.dataset import (
     UnknownClassError,
     group_of,
     list_classes,
+    misplaced_videos,
     scan_dataset,
 )
 from pipelines.data.splits import OfficialListsNotFoundError, load_official_split, official_key
@@ -96,3 +97,27 @@ def test_official_lists_beside_the_root(tmp_path: Path) -> None:
     assert official_key("Punch\\v_Punch_g01_c01.avi") == "punch/v_punch_g01_c01"
     with pytest.raises(OfficialListsNotFoundError, match="official split 2"):
         load_official_split(root, 2)
+
+
+def test_misplaced_videos_are_listed_with_the_reason(tmp_path: Path) -> None:
+    root = touch_tree(tmp_path / "data", {"Punch": ["v_Punch_g01_c01.avi"], "PullUps": ["v_PullUps_g01_c01.avi"]})
+    (root / "Punch" / "take2").mkdir()
+    (root / "Punch" / "take2" / "a.mp4").write_bytes(b"x")
+    (root / "Punch" / "take2" / "notes.txt").write_bytes(b"x")  # not a video: not listed
+    (root / "Punch" / ".cache").mkdir()
+    (root / "Punch" / ".cache" / "b.avi").write_bytes(b"x")  # hidden folder: not searched
+    (root / "Dance" / "day1").mkdir(parents=True)  # no video directly inside: not a class
+    (root / "Dance" / "day1" / "c.webm").write_bytes(b"x")
+    (root / "PullUps" / "link.avi").symlink_to(root / "PullUps" / "missing.avi")
+    (root / "loose.mkv").write_bytes(b"x")
+
+    found = {str(item.path.relative_to(root)): item.reason for item in misplaced_videos(root)}
+    assert set(found) == {"Punch/take2/a.mp4", "Dance/day1/c.webm", "PullUps/link.avi", "loose.mkv"}
+    assert found["Punch/take2/a.mp4"].startswith("video in a nested folder (Punch/take2/a.mp4)")
+    missing = root / "PullUps" / "missing.avi"
+    assert found["PullUps/link.avi"].startswith(f"dangling symbolic link: its target {missing}")
+    assert found["loose.mkv"].startswith("video outside a class folder")
+    # With --classes only the chosen class folders are looked at.
+    chosen = {str(item.path.relative_to(root)) for item in misplaced_videos(root, ["Punch"])}
+    assert chosen == {"Punch/take2/a.mp4"}
+    assert [f.video_id for f in scan_dataset(root)] == ["PullUps/v_PullUps_g01_c01", "Punch/v_Punch_g01_c01"]

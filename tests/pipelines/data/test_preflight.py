@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import av
@@ -10,9 +13,12 @@ import pytest
 
 from pipelines.data.preflight import (
     EMPTY_FILE,
+    MIN_FRAMES,
     NO_DECODABLE_FRAME,
     NO_VIDEO_STREAM,
     NOT_A_VIDEO,
+    ROTATED,
+    TOO_SHORT,
     TRUNCATED,
     preflight,
     probe_video,
@@ -102,3 +108,58 @@ def test_rejects_each_problem_with_its_own_reason(tmp_path: Path) -> None:
     # The zeroed file still opens and demuxes: only decoding fails.
     with av.open(str(undecodable)) as container:
         assert sum(p.size > 0 for p in container.demux(container.streams.video[0])) == FRAMES
+
+
+def rotated_video(path: Path, degrees: int, codec: str = "libx264", container_format: str = "mp4") -> Path:
+    """A phone-style video: frames stored sideways plus a display matrix asking players to rotate."""
+    frames = np.random.default_rng(1).integers(0, 256, (FRAMES, 24, 32, 3), dtype=np.uint8)
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for index, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "degrees", "codec", "container_format"),
+    [("phone.mp4", 90, "libx264", "mp4"), ("upside.mkv", 180, "libvpx-vp9", "matroska"),
+     ("left.mp4", -90, "mpeg4", "mp4")],
+)
+def test_rotation_metadata_is_rejected_with_the_fix(
+    tmp_path: Path, name: str, degrees: int, codec: str, container_format: str
+) -> None:
+    path = rotated_video(tmp_path / name, degrees, codec, container_format)
+    with av.open(str(path)) as container:  # the frames themselves are stored unrotated
+        assert next(container.decode(video=0)).to_ndarray(format="rgb24").shape == (24, 32, 3)
+    result = probe_video(path)
+    assert result.kind == ROTATED
+    assert f"by {degrees % 360} degrees" in result.reason and f"ffmpeg -i {path}" in result.reason
+    unrotated = rotated_video(tmp_path / f"flat_{name}", 0, codec, container_format)
+    assert probe_video(unrotated).ok
+
+
+def test_too_short_videos_are_rejected(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for count, expected in ((1, TOO_SHORT), (MIN_FRAMES - 1, TOO_SHORT), (MIN_FRAMES, "ok")):
+        path = tmp_path / f"n{count}.avi"
+        write_video(path, rng.integers(0, 256, (count, 24, 32, 3), dtype=np.uint8), fps=25, codec="mjpeg")
+        result = probe_video(path)
+        assert (result.kind if result.reason else "ok") == expected, result.reason
+        if expected == TOO_SHORT:
+            assert f"{count} frame(s), at least {MIN_FRAMES}" in result.reason
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command (not a project dependency)")
+def test_the_suggested_ffmpeg_command_writes_an_upright_copy_that_passes(tmp_path: Path) -> None:
+    path = rotated_video(tmp_path / "my phone.mp4", 90)
+    reason = probe_video(path).reason
+    command = reason.split("`")[1]
+    subprocess.run(shlex.split(command), check=True, capture_output=True)
+    upright = probe_video(tmp_path / "my phone_upright.mp4")
+    assert upright.ok, upright.reason
+    assert (upright.width, upright.height, upright.frames) == (24, 32, FRAMES)  # 32x24 turned by 90 degrees

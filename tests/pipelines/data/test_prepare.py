@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from cli import main
 from core.runfiles import append_rejected, read_rejected
 from pipelines.data.keyframes import load_keyframe_indexes
+from pipelines.data.preflight import MIN_FRAMES
 from pipelines.data.prepare import prepare_run
 from pipelines.data.records import read_videos_csv
 from pipelines.video.codecs import write_video
@@ -28,7 +29,7 @@ def make_tree(root: Path, groups: int = GROUPS) -> Path:
     for class_name in CLASSES:
         for group in range(1, groups + 1):
             for clip in range(1, CLIPS + 1):
-                frames = rng.integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
+                frames = rng.integers(0, 256, (MIN_FRAMES, 24, 32, 3), dtype=np.uint8)
                 path = root / class_name / f"v_{class_name}_g{group:02d}_c{clip:02d}.avi"
                 write_video(path, frames, fps=25, codec="mjpeg")
     (root / "Punch" / "v_Punch_g09_c01.avi").write_text("not a video\n")  # rejected by the pre-flight check
@@ -53,7 +54,7 @@ def test_prepare_end_to_end_and_noop_rerun(tree: Path, tmp_path: Path) -> None:
     records = read_videos_csv(run / "videos.csv")
     assert len(records) == len(CLASSES) * GROUPS * CLIPS
     assert {r.class_name: r.label for r in records} == {name: i for i, name in enumerate(sorted(CLASSES))}
-    assert {(r.codec, r.frames, r.fps, r.width, r.height) for r in records} == {("mjpeg", 6, 25.0, 32, 24)}
+    assert {(r.codec, r.frames, r.fps, r.width, r.height) for r in records} == {("mjpeg", MIN_FRAMES, 25.0, 32, 24)}
     split_of_group: dict[str, set[str]] = {}
     for r in records:
         split_of_group.setdefault(r.group, set()).add(r.split)
@@ -67,7 +68,7 @@ def test_prepare_end_to_end_and_noop_rerun(tree: Path, tmp_path: Path) -> None:
     # Every usable video's keyframe index is stored with the run (the loaders seek with it).
     indexes = load_keyframe_indexes(run / "keyframes.npz")
     assert sorted(indexes) == sorted(r.path for r in records)
-    assert all(index.frames == 6 for _, index in indexes.values())
+    assert all(index.frames == MIN_FRAMES for _, index in indexes.values())
 
     meta = json.loads((run / "run.json").read_text())
     assert meta["seed"] == 3 and meta["config"]["split"] == "group" and meta["class_names"] == sorted(CLASSES)

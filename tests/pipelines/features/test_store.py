@@ -93,7 +93,7 @@ def test_old_file_without_the_spec_names_the_file_and_the_fix(tmp_path):
         np.savez(handle, **old)
     with pytest.raises(ValueError, match="older version") as error:
         load_features(npz)
-    assert str(npz) in str(error.value) and f"cli.py features --run {run_dir} --force" in str(error.value)
+    assert str(npz) in str(error.value) and f"cli.py features --run {run_dir}`" in str(error.value)
     # A plain rerun replaces the old file (no --force needed) and stores the spec.
     again = extract_features(run_dir, backend, progress=False, spec=SPEC)
     assert again.spec == SPEC and load_features(npz).spec == SPEC
@@ -185,3 +185,21 @@ def test_cli_features_and_bench_features(tmp_path):
 
     result = runner.invoke(main, ["features", "--run", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "cli.py prepare" in result.output
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_an_unreadable_features_file_is_set_aside_and_recomputed(tmp_path, capsys, damage):
+    run_dir = write_run(tmp_path)
+    backend = resolve_backend("cpu")
+    first = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    npz = run_dir / "features.npz"
+    data = npz.read_bytes()
+    npz.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])  # as a kill -9 or a full disk leaves it
+    with pytest.raises(ValueError, match=f"{npz}: cannot be read"):
+        load_features(npz)
+    again = extract_features(run_dir, backend, progress=False, spec=SPEC)
+    err = capsys.readouterr().err
+    assert f"{npz} cannot be read (" in err and "kept as features.npz.corrupt; recomputing the features" in err
+    assert (run_dir / "features.npz.corrupt").read_bytes() == (b"" if damage == "empty" else data[: len(data) // 2])
+    np.testing.assert_array_equal(again.X, first.X)
+    np.testing.assert_array_equal(load_features(npz).X, first.X)

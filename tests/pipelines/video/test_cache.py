@@ -278,3 +278,28 @@ def test_a_loader_keeps_the_cache_under_its_limit(records: list[VideoRecord], tm
     assert counts[0] == (0, 0, 3)  # three stored, three did not fit
     assert counts[1][0] == counts[2][0] == 3 and counts[2][1] == 0  # the same three hit every epoch
     assert counts[3][0] == 3 and counts[3][1] == 0  # another run reads them too (kept: in use again)
+
+
+@pytest.mark.parametrize("damage", ["frames cut by a few bytes", "empty sidecar"])
+def test_a_damaged_entry_is_set_aside_named_and_decoded_again(
+    records: list[VideoRecord], tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    """A few bytes missing from the frames used to shift the read offset (wrong frames, silently);
+    an unreadable sidecar was ignored. Both are now set aside, named, and the video decoded again."""
+    cache_dir = tmp_path / "cache"
+    spec = ClipSpec(frames=4, size=32, layout="BTHWC")
+    backend = resolve_backend("cpu")
+    cold = make_clip_loader(records, spec, backend, batch_size=2, cache_dir=cache_dir)
+    first = np.concatenate([b.clips for b in cold])
+    frames_file = next(cache_dir.rglob("a-*.npy"))
+    damaged = frames_file if damage.startswith("frames") else frames_file.with_suffix(".json")
+    with open(damaged, "r+b") as handle:
+        handle.truncate(damaged.stat().st_size - 5 if damage.startswith("frames") else 0)
+    capsys.readouterr()
+    again = make_clip_loader(records, spec, backend, batch_size=2, cache_dir=cache_dir)
+    second = np.concatenate([b.clips for b in again])
+    assert (again.cache_hits, again.cache_misses, again.rejected) == (1, 1, [])
+    np.testing.assert_array_equal(first, second)
+    assert f"{damaged} cannot be read" in capsys.readouterr().err
+    assert damaged.with_name(damaged.name + ".corrupt").is_file()
+    assert ClipCache(cache_dir).entry(records[0].path, spec.short_side) is not None

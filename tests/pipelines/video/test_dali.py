@@ -1,6 +1,7 @@
 """The DALI clip pipelines' faster CPU operators give the same pixels as the operators they
 replace: OpenCV's warp (``experimental.warp_perspective``) vs ``warp_affine`` for the training
-augmentation, and one warp vs ``fn.resize`` for evaluation windows that are only enlarged."""
+augmentation, and one warp vs ``fn.resize`` for evaluation windows that are only enlarged; and
+:class:`ScheduledPipeline` runs batches ahead without mixing them up."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from pipelines.video.clips import (
     draw_augmentation,
     window_matrix,
 )
-from pipelines.video.dali import build_clip_pipeline, has_cpu_warp_perspective, saturate_and_normalize
+from pipelines.video.codecs import write_video
+from pipelines.video.dali import (
+    ScheduledPipeline,
+    build_clip_pipeline,
+    has_cpu_warp_perspective,
+    saturate_and_normalize,
+)
 
 HEIGHT, WIDTH = 48, 64
 
@@ -158,3 +165,55 @@ def test_cpu_training_pipeline_output_matches_across_thread_counts() -> None:
     assert outputs[0].shape == (4, 3, 3, 32, 32)
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert len({outputs[0][i].tobytes() for i in range(4)}) == 4
+
+
+@pipeline_def(batch_size=3, num_threads=1, device_id=None, exec_dynamic=True)
+def _decode_first_frames():  # type: ignore[no-untyped-def]
+    encoded = fn.external_source(name="encoded", dtype=types.UINT8, no_copy=True)
+    indices = fn.external_source(name="indices", dtype=types.INT32)
+    return fn.decoders.video(encoded, frames=indices, pad_mode="none", device="cpu")
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_scheduled_pipeline_runs_ahead_and_keeps_batches_apart(tmp_path, depth: int) -> None:  # type: ignore[no-untyped-def]
+    """Batches submitted ahead come back as their own batch, also when asked out of order or
+    when fewer batches than the queue depth were fed; a failing batch raises and the next works."""
+    path = tmp_path / "clip.webm"
+    write_video(path, smooth_frames(8), 25, "vp9")
+    good = np.fromfile(path, np.uint8)
+    bad = np.frombuffer(b"\x1aE\xdf\xa3 not a video" * 50, np.uint8)
+
+    def batch(count: int, first: int, data: np.ndarray = good) -> dict[str, list[np.ndarray]]:
+        return {"encoded": [data] * count, "indices": [np.array([first, first + 1], np.int32)] * count}
+
+    pipe = _decode_first_frames(prefetch_queue_depth=depth)
+    pipe.build()
+    scheduled = ScheduledPipeline(pipe)
+    assert scheduled.depth == depth
+    expected = {}
+    reference = np.asarray(_run_once(good, [0, 1, 2, 3, 4, 5]))
+    first = scheduled.submit(batch(1, 0))
+    assert np.array_equal(np.asarray(scheduled.result(first).as_tensor())[0], reference[:2])  # fewer than depth
+    for number, count in enumerate([2, 3, 1]):
+        expected[scheduled.submit(batch(count, 2 * number))] = (count, reference[2 * number : 2 * number + 2])
+    tickets = list(expected)
+    for ticket in [tickets[1], tickets[0], tickets[2]]:  # out of order
+        output = np.asarray(scheduled.result(ticket).as_tensor())
+        count, frames = expected[ticket]
+        assert output.shape == (count, 2, HEIGHT, WIDTH, 3)
+        assert all(np.array_equal(sample, frames) for sample in output)
+    failing = scheduled.submit(batch(2, 0, bad))
+    after = scheduled.submit(batch(1, 4))
+    with pytest.raises(RuntimeError, match="decoders.video"):
+        scheduled.result(failing)
+    assert np.array_equal(np.asarray(scheduled.result(after).as_tensor())[0], reference[4:6])
+    assert np.array_equal(np.asarray(scheduled.run(batch(1, 2)).as_tensor())[0], reference[2:4])
+
+
+def _run_once(encoded: np.ndarray, indices: list[int]) -> np.ndarray:
+    pipe = _decode_first_frames(prefetch_queue_depth=1)
+    pipe.build()
+    pipe.feed_input("encoded", [encoded])
+    pipe.feed_input("indices", [np.array(indices, np.int32)])
+    (output,) = pipe.run()
+    return np.asarray(output.as_tensor())[0]

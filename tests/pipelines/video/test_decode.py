@@ -118,3 +118,19 @@ def test_a_short_tail_reads_as_the_last_frame_and_a_long_one_is_rejected(tmp_pat
         np.testing.assert_array_equal(decode_at(path, [38, 41], index=given).read([38, 41]), full[[38, 39]])
         with pytest.raises(DecodeError, match="only 40 frames decodable, frame 59 requested"):
             decode_at(path, [50, 59], index=given)
+
+
+def test_a_video_gone_since_prepare_is_a_decode_error_with_the_fix(tmp_path: Path) -> None:
+    """Deleted (or moved) after `prepare` indexed it: with its stored index or without one, the
+    seeking decoder rejects it with the same line as the DALI routes, naming the fix."""
+    path = tmp_path / "a.avi"
+    write_video(path, moving_frames(40), 25, "mpeg4", options={"g": str(GOP)})
+    index = scan_keyframe_index(path)
+    path.unlink()
+    for given in (index, None):
+        with pytest.raises(DecodeError) as error:
+            decode_at(path, [20, 22], index=given)
+        assert str(error.value) == (
+            f"{path}: cannot read it (No such file or directory); if it was moved or deleted, rerun "
+            "`python cli.py prepare` to index the folder again"
+        )

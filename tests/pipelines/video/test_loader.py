@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -335,19 +336,54 @@ def test_wrong_frame_count_is_rejected_not_padded(videos, backend) -> None:  # t
     assert "frames decodable" in loader.rejected[0].reason
 
 
+def scaled_frames(count: int, width: int, height: int) -> np.ndarray:
+    """:func:`moving_frames` resized to ``width`` x ``height``."""
+    frames = moving_frames(count)
+    return np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR) for frame in frames])
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("codec", ["h264", "vp9"])
-def test_gpu_decode_stays_on_gpu(tmp_path: Path, codec: str) -> None:
+@pytest.mark.parametrize("codec", ["h264", "vp9", "mpeg4", "mjpeg"])
+def test_gpu_decode_runs_on_nvdec_and_stays_on_gpu(tmp_path: Path, codec: str) -> None:
+    """At 192x128 (inside NVDEC's sizes for every codec here) the clips are decoded by NVDEC, not by
+    a fallback that would also return CUDA tensors: the route is asserted, and the pixels match
+    the CPU path's within the decoders' colour-conversion differences."""
     backend = resolve_backend("gpu")
-    record = make_record(tmp_path, "g", moving_frames(16), codec)
-    spec = ClipSpec(frames=4, size=32, mode="train", layout="BCTHW", mean=IMAGENET[0], std=IMAGENET[1])
-    (batch,) = list(make_clip_loader([record], spec, backend, batch_size=1))
-    assert batch.clips.is_cuda and batch.clips.shape == (1, 3, 4, 32, 32)
-    raw = ClipSpec(frames=4, size=32, layout="BTHWC")
-    (batch,) = list(make_clip_loader([record], raw, backend, batch_size=1))
+    assert backend.decode.name == "dali-gpu", backend.dali_gpu.reason
+    record = make_record(tmp_path, "g", scaled_frames(16, 192, 128), codec)
+    spec = ClipSpec(frames=4, size=64, mode="eval", layout="BCTHW", mean=IMAGENET[0], std=IMAGENET[1])
+    loader = make_clip_loader([record], spec, backend, batch_size=1)
+    (batch,) = list(loader)
+    assert loader.decode_stats.to_dict() == {"routes": {"nvdec": 1}}
+    assert batch.clips.is_cuda and batch.clips.shape == (1, 3, 4, 64, 64)
+    (on_cpu,) = list(make_clip_loader([record], spec, resolve_backend("cpu"), batch_size=1))
+    std = torch.tensor(IMAGENET[1]).view(1, 3, 1, 1, 1)
+    grey_levels = (batch.clips.cpu() - on_cpu.clips).abs() * 255 * std
+    assert float(grey_levels.mean()) < 4
+    raw = ClipSpec(frames=4, size=32, layout="BTHWC", mode="train")
+    raw_loader = make_clip_loader([record], raw, backend, batch_size=1)
+    (batch,) = list(raw_loader)
     import cupy
 
     assert isinstance(batch.clips, cupy.ndarray) and batch.clips.shape == (1, 4, 32, 32, 3)
+    assert raw_loader.decode_stats.routes == {"nvdec": 1}
+
+
+@pytest.mark.gpu
+def test_gpu_routes_files_below_nvdec_sizes_elsewhere_and_counts_them(tmp_path: Path) -> None:
+    """The default demo's 160x120 VP9 is below NVDEC's VP9 minimum (128x128): it is decoded by
+    DALI on the CPU and uploaded; a 64x48 H.264 (above H.264's 48x16) still goes to NVDEC."""
+    backend = resolve_backend("gpu")
+    small_vp9 = make_record(tmp_path, "v", scaled_frames(12, 160, 120), "vp9")
+    h264 = make_record(tmp_path, "h", moving_frames(12), "h264")
+    loader = make_clip_loader([small_vp9, h264], ClipSpec(frames=4, size=32, layout="BCTHW", mean=IMAGENET[0],
+                              std=IMAGENET[1]), backend, batch_size=2)  # fmt: skip
+    (batch,) = list(loader)
+    assert batch.clips.is_cuda and batch.video_ids == [small_vp9.video_id, h264.video_id]
+    assert loader.decode_stats.to_dict() == {
+        "routes": {"dali-cpu": 1, "nvdec": 1},
+        "fallbacks": {"nvdec->dali-cpu (outside NVDEC frame sizes)": 1},
+    }
 
 
 def test_earlier_batches_stay_valid_while_later_ones_are_made(videos, backend) -> None:  # type: ignore[no-untyped-def]
@@ -362,3 +398,84 @@ def test_earlier_batches_stay_valid_while_later_ones_are_made(videos, backend) -
     for clips, snapshot in zip(held, snapshots, strict=True):
         torch.testing.assert_close(clips, snapshot, rtol=0, atol=0)
     assert len({float(s.sum()) for s in snapshots}) == len(videos)
+
+
+def test_every_clip_is_counted_under_its_decode_route(videos, backend) -> None:  # type: ignore[no-untyped-def]
+    """CPU routes: VP9 and MJPEG on DALI's CPU decoder, MPEG-4 and H.264 through PyAV."""
+    spec = ClipSpec(frames=4, size=24, test_clips=2, layout="BTHWC")
+    loader = make_clip_loader(videos, spec, backend, batch_size=3)
+    collect(loader)
+    assert loader.decode_stats.to_dict() == {"routes": {"dali-cpu": 6, "pyav": 4}}
+    assert "dali-cpu 6, pyav 4" in loader.decode_stats.summary()
+
+
+def test_a_bad_file_is_isolated_and_the_rest_of_its_batch_stays_on_the_route(tmp_path: Path, backend) -> None:  # type: ignore[no-untyped-def]
+    """DALI fails a whole batch on one bad file: the batch is split until the bad file is alone,
+    the good VP9 files are still decoded by DALI, only the bad one goes to PyAV (and is
+    rejected), and the route is not blamed."""
+    good = [make_record(tmp_path, f"ok{i}", moving_frames(12, seed=i), "vp9") for i in range(3)]
+    broken = tmp_path / "bad.webm"
+    broken.write_bytes(b"\x1aE\xdf\xa3 not a video" * 50)
+    bad = VideoRecord("cls0/bad", str(broken), "cls0", 0, "bad", "test", "vp9", 12, 25.0, WIDTH, HEIGHT)
+    loader = make_clip_loader([good[0], bad, good[1], good[2]], ClipSpec(frames=4, size=24, layout="BTHWC"),
+                              backend, batch_size=4)  # fmt: skip
+    _, keys = collect(loader)
+    assert [vid for vid, _ in keys] == [r.video_id for r in good]
+    stats = loader.decode_stats
+    assert stats.routes == {"dali-cpu": 3} and not stats.fallbacks and not stats.broken
+    assert 1 <= stats.failed_runs["dali-cpu"] <= 3  # the batch, then halves down to the bad file
+    assert [item.path for item in loader.rejected] == [str(broken)]
+
+
+@pytest.mark.parametrize("prefetch", [1, 2])
+def test_a_route_that_fails_on_a_codec_is_tried_once_and_its_fallbacks_counted(
+    tmp_path: Path, backend, monkeypatch: pytest.MonkeyPatch, prefetch: int
+) -> None:  # type: ignore[no-untyped-def]
+    """DALI's documentation lists H.264 for its CPU decoder, but the pip wheel cannot decode it.
+    Routed there anyway, every H.264 file fails on DALI and PyAV decodes it: after the first
+    failing file the route is remembered as broken for H.264 and never run again, however many
+    batches follow; every clip still arrives, counted as a fallback."""
+    import pipelines.video.loader as loader_module
+
+    monkeypatch.setattr(loader_module, "DALI_CPU_CODECS", loader_module.DALI_CPU_CODECS | {"h264"})
+    records = [make_record(tmp_path, f"h{i}", moving_frames(10, seed=i), "h264") for i in range(8)]
+    loader = make_clip_loader(records, ClipSpec(frames=4, size=24, layout="BTHWC"), backend, batch_size=2,
+                              prefetch=prefetch)  # fmt: skip
+    batches, keys = collect(loader)
+    assert len(batches) == 4 and len(keys) == 8 and not loader.rejected
+    stats = loader.decode_stats
+    assert stats.routes == {"pyav": 8}
+    assert stats.failed_runs == {"dali-cpu": 2}  # the first batch, then its first video alone
+    assert list(stats.broken) == ["dali-cpu:h264"]
+    assert stats.fallbacks == {
+        "dali-cpu->pyav (decode failed)": 1,
+        "dali-cpu->pyav (dali-cpu failed on h264 earlier)": 7,
+    }
+    assert "decode routes (clips): pyav 8 (fallbacks: dali-cpu->pyav (dali-cpu failed on h264 earlier) 7" in (
+        stats.summary()
+    )
+
+
+@pytest.mark.parametrize("prefetch", [1, 3])
+def test_prefetching_gives_the_same_batches(videos, backend, prefetch: int) -> None:  # type: ignore[no-untyped-def]
+    """DALI running batches ahead changes nothing in what is made, in eval and in training."""
+    for mode in ("eval", "train"):
+        spec = ClipSpec(frames=4, size=24, mode=mode, layout="BCTHW", mean=IMAGENET[0], std=IMAGENET[1])
+        reference = collect(make_clip_loader(videos, spec, backend, batch_size=2, seed=4, prefetch=2))[0]
+        batches = collect(make_clip_loader(videos, spec, backend, batch_size=2, seed=4, prefetch=prefetch))[0]
+        assert [b.video_ids for b in batches] == [b.video_ids for b in reference]
+        for batch, expected in zip(batches, reference, strict=True):
+            torch.testing.assert_close(batch.clips, expected.clips, rtol=0, atol=0)
+
+
+def test_an_iteration_stopped_early_leaves_the_next_one_right(videos, backend) -> None:  # type: ignore[no-untyped-def]
+    """Batches DALI made ahead for an iteration that stopped are dropped, not handed to the next."""
+    spec = ClipSpec(frames=4, size=24, layout="BTHWC")
+    loader = make_clip_loader(videos, spec, backend, batch_size=1, prefetch=2)
+    for _ in loader:
+        break
+    batches, keys = collect(loader)
+    assert keys == [(r.video_id, 0) for r in videos]
+    (expected,) = collect(make_clip_loader(videos[:1], spec, backend, batch_size=1))[0]
+    np.testing.assert_array_equal(batches[0].clips, expected.clips)
+    assert all(not pipe._ready and not pipe._dropped for pipe in loader._pipes.values())

@@ -14,7 +14,7 @@ from workflow.bench.loader import bench_loader, scan_videos
 from workflow.bench.peers import check_peers
 
 
-def test_bench_loader_writes_json(tmp_path: Path) -> None:
+def test_bench_loader_writes_json_and_leaves_other_folders_alone(tmp_path: Path) -> None:
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
     for name, codec in [("Jump/v_Jump_g01_c01", "vp9"), ("Run/v_Run_g01_c01", "mpeg4"), ("Run/v_Run_g02_c01", "h264")]:
@@ -28,7 +28,12 @@ def test_bench_loader_writes_json(tmp_path: Path) -> None:
         ("Run", 1, "h264", 10),
     ]
     out = tmp_path / "bench"
+    # A folder of the user's where the benchmark used to put (and first delete) its cache.
+    (out / "loader-cache").mkdir(parents=True)
+    (out / "loader-cache" / "notes.txt").write_text("mine")
     result = bench_loader(data, resolve_backend("cpu"), frames=4, size=16, mode="train", batch_size=2, out=out)
+    assert (out / "loader-cache" / "notes.txt").read_text() == "mine"
+    assert sorted(path.name for path in out.iterdir()) == ["loader-cache", "loader.json"]  # its own cache is gone
     saved = read_json(out / "loader.json")
     assert [(t["loader"], t["cache"]) for t in saved["timings"]] == [
         ("reference", "off"),
