@@ -362,6 +362,9 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--cache", type=click.Choice(["on", "off"]), default=None,
               help="Decoded-clip cache under RUN_DIR/cache (default: on with CPU decoding, off where NVDEC decodes; "
                    "see doctor); off decodes every epoch from the source.")
+@click.option("--cache-max-gb", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Size limit of the cache in GB: least recently used videos that this run does not use make room; "
+                   "what does not fit is decoded every time (default: 25% of the disk space free for it).")
 @click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping: epochs without a better F1.")
 @click.option("--seed", type=int, default=None)
 @click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")
@@ -555,19 +558,33 @@ def bench() -> None:
               help="Decode and DALI threads.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON file or folder. Default: ./bench/loader.json.")
+@click.option("--peers", default=None, help="Also time these libraries, each in a DataLoader with 2 workers: "
+              "torchcodec,decord (pip install -e '.[peers]').")
+@click.option("--cache-max-gb", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Size limit of the benchmark's cache (default: 25% of the free disk).")
 @pass_context
-def bench_loader_command(context: Context, data_root: Path, cache: str, **options: Any) -> None:
-    """Clips/s of the project loader (cache off, cold, warm) vs a notebook-style OpenCV+PIL loader.
+def bench_loader_command(context: Context, data_root: Path, cache: str, peers: str | None,
+                         cache_max_gb: float | None, **options: Any) -> None:
+    """Clips/s of the project loader (cache off, cold, warm) vs a notebook-style OpenCV+PIL loader
+    and, with --peers, torchcodec and decord; frames decoded per clip.
 
     \b
     Examples:
-      python cli.py bench loader data/demo
+      python cli.py bench loader data/demo --peers torchcodec,decord
       python cli.py bench loader data/demo --mode train --size 224 --frames 8 --clips 48
       python cli.py --device cpu bench loader data/demo --cache off --out bench/
+    \b
+    Long videos (clip cost vs video length): render 30-s and 3-s H.264 sets, bench both:
+      python cli.py demo-data data/h264-30s --codec h264 --size 320x240 --groups 4 --clips-per-group 2 --seconds 30-30
+      python cli.py demo-data data/h264-3s --codec h264 --size 320x240 --groups 4 --clips-per-group 2 --seconds 3-3
+      python cli.py bench loader data/h264-30s --cache off --peers torchcodec,decord --out bench/h264-30s.json
     """
     from workflow.bench.loader import bench_loader
 
-    click.echo(bench_loader(data_root, context.backend, cache=cache == "on", **options).table())
+    max_bytes = None if cache_max_gb is None else int(cache_max_gb * 1e9)
+    result = bench_loader(data_root, context.backend, cache=cache == "on", peers=csv_list(peers) or (),
+                          cache_max_bytes=max_bytes, **options)  # fmt: skip
+    click.echo(result.table())
 
 
 @bench.command("features")

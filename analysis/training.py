@@ -53,7 +53,9 @@ class DeepTraining:
     batch_size: int | None
     lr: float | None
     profile: str | None
-    decode_routes: dict[str, int] | None
+    decode_routes: dict[str, int] | None  # clips per decode route (config["decode"]["routes"])
+    frames_decoded_per_clip: float | None  # the PyAV route's work per clip it served
+    cache_hit_rate: float | None  # of the decoded-clip cache's video reads
     history: list[EpochRow]
 
     @property
@@ -85,7 +87,9 @@ def _sampling(model: str, config: Mapping[str, Any]) -> str:
 def deep_training(result: ModelResult) -> DeepTraining:
     config = result.config
     weights = config.get("weights")
-    routes = config.get("decode_routes")
+    decode = config.get("decode")
+    decode = decode if isinstance(decode, Mapping) else {}
+    routes = decode.get("routes")
     history = [
         EpochRow(int(row.get("epoch", i)) + 1, _float(row, "loss"), _float(row, "val_macro_f1"), _float(row, "lr"))
         for i, row in enumerate(config.get("history") or [])
@@ -105,6 +109,8 @@ def deep_training(result: ModelResult) -> DeepTraining:
         lr=None if config.get("lr") is None else float(config["lr"]),
         profile=config.get("profile"),
         decode_routes={str(k): int(v) for k, v in routes.items()} if isinstance(routes, Mapping) else None,
+        frames_decoded_per_clip=_float(decode, "frames_decoded_per_clip"),
+        cache_hit_rate=_float(decode, "cache_hit_rate"),
         history=history,
     )
 

@@ -40,9 +40,13 @@ _PROBE_ENCODERS = {  # codec: (container, encoder, pixel format) of the probe cl
     "vp9": ("webm", "libvpx-vp9", "yuv420p"),
     "mjpeg": ("avi", "mjpeg", "yuvj420p"),
 }
-# The decoded-clip cache is filled by PyAV on the CPU: on a GPU decode backend it would keep the
-# CNNs away from NVDEC, so there it is off unless asked for (``deep --cache on``). Which of the two
-# trains faster on a GPU has not been measured yet (scripts/gpu_check.py measures both).
+# Whether the CNNs use the decoded-clip cache unless told, by decode device. CPU: on. Measured
+# (`bench loader --mode train`, 2-core CPU, README): a warm read costs a third of the CPU of decoding
+# (4.3 vs 13.6 ms per 16x112 clip; the first, filling pass 25.5 ms), so it pays from the third epoch;
+# with the size limit (``--cache-max-gb``) it holds what fits and the rest is decoded each time.
+# GPU: off unless asked for (``deep --cache on``): the cache is filled by PyAV on the CPU and would
+# keep the CNNs away from NVDEC. Which of the two trains faster on a GPU has not been measured yet
+# (scripts/gpu_check.py measures both).
 CLIP_CACHE_DEFAULT = {"cpu": True, "gpu": False}
 # Videos per batch of the feature kernel. NumPy: 8 (measured, bench features). CuPy: 64, NOT
 # measured yet; scripts/gpu_check.py times the CuPy kernel at several batch sizes.
@@ -459,7 +463,7 @@ def doctor_report(backend: Backend, nvdec_codecs: dict[str, str] | None = None) 
         lines.append(f"  {codec:<6} {min_w}x{min_h} to {max_w}x{max_h}  {probed}".rstrip())
     lines.append(
         "  Other codecs and sizes: DALI's CPU decoder (VP8/VP9/MJPEG) or PyAV; the routes taken are counted in "
-        "results/<model>.json (config.decode_routes) and printed by `features`."
+        "results/<model>.json (config.decode.routes) and printed by `features`."
     )
     cache = "on" if backend.clip_cache_default else "off (NVDEC decodes every epoch; --cache on to use it)"
     lines += [f"Decoded-clip cache for the CNNs: {cache}", f"Feature kernel batch: {backend.feature_batch_size}"]

@@ -56,6 +56,10 @@ class RunPaths:
         return self.root / "features.npz"
 
     @property
+    def keyframes_npz(self) -> Path:
+        return self.root / "keyframes.npz"
+
+    @property
     def results_dir(self) -> Path:
         return self.root / "results"
 

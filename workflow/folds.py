@@ -68,13 +68,16 @@ def run_folds(run_dir: str | os.PathLike[str]) -> int:
 
 
 def prepare_fold(run_dir: str | os.PathLike[str], records: Sequence[VideoRecord], fold: int) -> Path:
-    """Fold ``fold``'s sub-run folder with its videos.csv (rewritten only when its rows change) and
-    the link to the run's decoded-clip cache."""
+    """Fold ``fold``'s sub-run folder with its videos.csv (rewritten only when its rows change),
+    the run's keyframe index and the link to the run's decoded-clip cache."""
     target = fold_dir(run_dir, fold)
     rows = fold_records(records, fold)
     videos_csv = RunPaths(target).videos_csv
     if not videos_csv.is_file() or read_videos_csv(videos_csv) != rows:
         write_videos_csv(videos_csv, rows)
+    keyframes = RunPaths(run_dir).keyframes_npz
+    if keyframes.is_file():  # entries are checked against each file's signature when read
+        _link(keyframes, RunPaths(target).keyframes_npz)
     _share_cache(Path(run_dir), target)
     return target
 

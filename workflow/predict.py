@@ -41,7 +41,7 @@ from core.runfiles import RunPaths, atomic_path
 from models.classical.estimators import ClassicalModel
 from models.classical.persist import load_classical_model, model_file
 from models.classical.train import full_scores
-from models.deep.build import uses_clip_cache
+from models.deep.build import clip_cache_max_bytes, uses_clip_cache
 from models.deep.config import MODELS as DEEP_MODELS
 from models.deep.infer import ClipAverager, TrainedNetwork, clip_probabilities, load_network
 from pipelines.data.dataset import VIDEO_EXTENSIONS, is_video_file
@@ -243,7 +243,7 @@ class DeepPredictor(Predictor):
         with self._cache_dir() as cache_dir:
             loader = make_clip_loader(
                 records, trained.clip, self.backend, batch_size=self.batch_size, num_threads=trained.config.num_threads,
-                cache_dir=cache_dir, stage="predict",
+                cache_dir=cache_dir, cache_max_bytes=clip_cache_max_bytes(trained.config), stage="predict",
             )  # fmt: skip
             averager = ClipAverager(trained.clip.clips_per_video)
             for batch in loader:

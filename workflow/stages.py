@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from analysis.report import analyze_run
 from core import distributed as dist_utils
@@ -143,13 +144,27 @@ def classical(
     return StageReport(Path(run_dir), message, rejected, lines=lines)
 
 
-def cache_notice(run_dir: str | os.PathLike[str]) -> str | None:
-    """The line about the decoded-clip cache's size on disk (None when empty)."""
+def cache_notice(run_dir: str | os.PathLike[str], decode: dict[str, Any] | None = None) -> str | None:
+    """The line about the decoded-clip cache: its size on disk and, from a result's
+    ``config["decode"]`` (see :func:`models.deep.train.run_deep`), its hit rate and limit (None
+    when the cache is empty)."""
     cache_dir = RunPaths(run_dir).cache_dir
     size = ClipCache(cache_dir).cache_size_bytes()
     if size <= 0:
         return None
-    return f"decoded-clip cache: {size / 2**20:.1f} MiB in {cache_dir} (safe to delete; rebuilt on the next pass)"
+    decode = decode or {}
+    usage = ""
+    if decode.get("cache_hit_rate") is not None:
+        looked_up = decode.get("cache_hits", 0) + decode.get("cache_misses", 0)
+        usage = f", hit rate {100 * decode['cache_hit_rate']:.0f}% of {looked_up:.0f} video reads"
+    if decode.get("cache_max_bytes"):
+        usage += (
+            f", limit {decode['cache_max_bytes'] / 1e9:.3g} GB ({decode.get('cache_evictions', 0)} evicted, "
+            f"{decode.get('cache_not_stored', 0)} not stored)"
+        )
+    return (
+        f"decoded-clip cache: {size / 2**20:.1f} MiB in {cache_dir}{usage} (safe to delete; rebuilt on the next pass)"
+    )
 
 
 def deep(
@@ -182,7 +197,7 @@ def deep(
         f"{config.model}: F1 {result.metrics.macro_f1:.2f}, trained {result.cost.fit_seconds:.0f} s{per_fold} "
         f"({config.epochs} epochs, {config.frames}x{config.size}px, weights {config.weights})"
     )
-    notice = cache_notice(run_dir) if uses_clip_cache(config, backend) else None
+    notice = cache_notice(run_dir, result.config.get("decode")) if uses_clip_cache(config, backend) else None
     pooled = f" ({folds} outer folds: every video tested once; time per fold)" if folds > 1 else ""
     summary = summarize(result) + pooled
     return StageReport(Path(run_dir), message, rejected, lines=[summary, *([notice] if notice else [])])

@@ -20,9 +20,15 @@ def _optional(value: object, fmt: str = "{}") -> str:
 
 
 def _routes(t: DeepTraining) -> str:
+    """Clips per decode route, with the PyAV route's frames decoded per clip and the cache's hit rate."""
     if not t.decode_routes:
         return "n/a"
-    return ", ".join(f"{route}: {count}" for route, count in sorted(t.decode_routes.items()))
+    text = ", ".join(f"{route}: {count}" for route, count in sorted(t.decode_routes.items()))
+    if t.frames_decoded_per_clip is not None:
+        text += f"; PyAV decoded {t.frames_decoded_per_clip:.1f} frames per clip"
+    if t.cache_hit_rate is not None:
+        text += f"; cache hit rate {100 * t.cache_hit_rate:.0f}%"
+    return text
 
 
 def _deep_html(trained: list[DeepTraining]) -> str:

@@ -86,17 +86,24 @@ def uses_clip_cache(config: DeepConfig, backend: Backend) -> bool:
     return backend.clip_cache_default if config.cache is None else config.cache
 
 
+def clip_cache_max_bytes(config: DeepConfig) -> int | None:
+    """The decoded-clip cache's size limit in bytes (None: the cache's default)."""
+    return None if config.cache_max_gb is None else int(config.cache_max_gb * 1e9)
+
+
 def make_loaders(
     records: Sequence[VideoRecord], config: DeepConfig, backend: Backend, context: DistContext, run_dir: Path
 ) -> dict[str, ClipLoader | None]:
 
     # Imported here, not at the top: the video stack (PyAV, OpenCV, DALI) loads only when loaders
     # are made, so models and the training loop work on a machine without it (scripts/gpu_check.py).
+    from pipelines.data.keyframes import KeyframeIndexes
     from pipelines.video.loader import make_clip_loader
 
     specs = clip_specs(config)
     cache_dir = RunPaths(run_dir).cache_dir if uses_clip_cache(config, backend) else None
     shard = dict(num_shards=context.world_size, shard_id=context.rank)
+    keyframes = KeyframeIndexes(RunPaths(run_dir).keyframes_npz)  # read once for the three splits
     loaders = {}
     for split in ("train", "val", "test"):
         split_records = [r for r in records if r.split == split]
@@ -113,6 +120,8 @@ def make_loaders(
             run_dir=run_dir,
             num_threads=config.num_threads,
             cache_dir=cache_dir,
+            cache_max_bytes=clip_cache_max_bytes(config),
+            keyframes=keyframes,
             stage=f"deep-{config.model}",
             **shard,
         )

@@ -15,11 +15,14 @@ from models.networks import cnn2d, cnn3d
 MODELS = ("cnn2d", "cnn3d")
 OPTIMIZERS = ("adamw", "sgd")
 # Settings that do not change what the main model learns: the profile is a label; the decoded-clip
-# cache, thread counts, memory layout and torch.compile only change speed (results stored the layout
-# actually used under "channels_last"); the learning-curve settings concern the curve's retrained
-# models, whose points carry their own fingerprint (models/deep/curve.py).
+# cache and its size limit, thread counts, memory layout and torch.compile only change speed (results
+# stored the layout actually used under "channels_last"); the learning-curve settings concern the
+# curve's retrained models, whose points carry their own fingerprint (models/deep/curve.py).
 NOT_IN_MODEL = frozenset(
-    {"profile", "num_threads", "cache", "channels_last", "compile", "learning_curve_fractions", "learning_curve_epochs"}
+    {
+        "profile", "num_threads", "cache", "cache_max_gb", "channels_last", "compile",
+        "learning_curve_fractions", "learning_curve_epochs",
+    }
 )
 
 
@@ -57,6 +60,7 @@ class DeepConfig:
     # Decoded-clip cache under RUN_DIR/cache (speed only: what is trained stays the same). None: the
     # backend's default (core.backend.CLIP_CACHE_DEFAULT: on with CPU decoding, off with NVDEC).
     cache: bool | None = None
+    cache_max_gb: float | None = None  # its size limit (1e9 bytes); None: 25% of the disk space free for it
     learning_curve_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     learning_curve_epochs: int | None = None  # None: the same epochs as the main run
 
@@ -76,6 +80,8 @@ class DeepConfig:
             raise ValueError(f"unknown pooling {self.pooling!r}; use one of {cnn2d.POOLINGS}")
         if self.model == "cnn3d" and self.freeze not in cnn3d.FREEZE_CHOICES:
             raise ValueError(f"unknown freeze {self.freeze!r}; use one of {cnn3d.FREEZE_CHOICES}")
+        if self.cache_max_gb is not None and self.cache_max_gb <= 0:
+            raise ValueError(f"cache_max_gb must be positive, got {self.cache_max_gb}")
         if not all(0 < f <= 1 for f in self.learning_curve_fractions):
             raise ValueError("learning-curve fractions must be in (0, 1]")
         object.__setattr__(self, "learning_curve_fractions", tuple(float(f) for f in self.learning_curve_fractions))

@@ -45,7 +45,9 @@ def subsample_groups(records: Sequence[VideoRecord], fraction: float, seed: int)
 CURVE_DIR = "curve"  # under RUN_DIR/checkpoints/<model>/: one JSON per finished (fraction, seed)
 CURVE_POINT_FORMAT = 1  # bump when what a saved point means changes; old points are then retrained
 # Settings that do not change a point's score (the clip cache only changes decoding speed).
-NOT_IN_FINGERPRINT = frozenset({"num_threads", "cache", "learning_curve_fractions", "learning_curve_epochs"})
+NOT_IN_FINGERPRINT = frozenset(
+    {"num_threads", "cache", "cache_max_gb", "learning_curve_fractions", "learning_curve_epochs"}
+)
 
 
 def curve_config(config: DeepConfig) -> DeepConfig:

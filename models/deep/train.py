@@ -45,7 +45,7 @@ from models.deep.training import TrainOutcome, train_from_state
 from models.networks import cnn2d, cnn3d
 from pipelines.data.records import VideoRecord, index_fingerprint, read_videos_csv, records_in_split
 from pipelines.data.records import class_names as ordered_class_names
-from pipelines.video.routes import DecodeStats
+from pipelines.video.routes import DecodeStats, add_decode_counts
 
 
 def _made_from(result: ModelResult) -> str | None:
@@ -238,15 +238,29 @@ def _run_facts(
     config: DeepConfig, backend: Backend, outcome: TrainOutcome, loaders: dict[str, Any], context: DistContext
 ) -> dict[str, Any]:
     """Result config entries about how the run went: the clip cache used, PyTorch's own peak, and
-    the clips per decode route (training, validation and test loaders of all ranks) with the clips
-    that left their route. Every rank must call it (it gathers across ranks)."""
-    local = [outcome.decode_stats, *(loaders[s].decode_stats for s in ("val", "test") if loaders[s] is not None)]
-    routes = DecodeStats.merged(dist_utils.gather_objects(DecodeStats.merged(local), context))
+    how clips were decoded (``decode``, over the training, validation and test loaders of all ranks):
+    the clips per decode route and the clips that left their route (``routes``, ``fallbacks``),
+    the PyAV route's counters (seeks, sequential fallbacks, frames decoded per clip) and the
+    cache's (hit rate, evictions, size limit). Every rank must call it (it gathers across ranks)."""
+    evaluation = [loaders[s] for s in ("val", "test") if loaders[s] is not None]
+    local = (
+        DecodeStats.merged([outcome.decode_stats, *(loader.decode_stats for loader in evaluation)]),
+        [outcome.loader_counts, *(loader.decode_counts() for loader in evaluation)],
+    )
+    gathered = dist_utils.gather_objects(local, context)
+    routes = DecodeStats.merged(stats for stats, _ in gathered)
+    decode: dict[str, Any] = {
+        "routes": dict(sorted(routes.routes.items())),
+        "fallbacks": dict(sorted(routes.fallbacks.items())),
+        **add_decode_counts(counts for _, part in gathered for counts in part),
+    }
+    caches = [loader.cache for loader in evaluation if loader.cache is not None]
+    if caches:
+        decode["cache_max_bytes"] = caches[0].max_bytes
     return {
         "cache": uses_clip_cache(config, backend),
         "torch_max_memory_allocated_bytes": outcome.torch_peak_bytes,
-        "decode_routes": dict(sorted(routes.routes.items())),
-        "decode_fallbacks": dict(sorted(routes.fallbacks.items())),
+        "decode": decode,
     }
 
 

@@ -61,6 +61,7 @@ class TrainOutcome:
     torch_peak_bytes: int | None = None  # PyTorch's max_memory_allocated during training (CUDA)
     rejected: list[Any] = field(default_factory=list)  # training videos that failed to decode (this rank)
     decode_stats: DecodeStats = field(default_factory=DecodeStats)  # the training loader's routes (this rank)
+    loader_counts: dict[str, float] = field(default_factory=dict)  # the training loader's decode_counts()
 
 
 # BatchNorm cannot normalise one value per channel in training: R3D-18's last blocks see one value per
@@ -366,4 +367,5 @@ def train_from_state(
     )
     outcome.rejected = list(train_loader.rejected)
     outcome.decode_stats = train_loader.decode_stats
+    outcome.loader_counts = train_loader.decode_counts()
     return model, outcome

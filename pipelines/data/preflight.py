@@ -4,7 +4,8 @@ A file passes when it opens, has a video stream, all its packets demux, it has a
 :data:`MIN_FRAMES` frames, its first and last frames decode, and it asks for no rotation on
 display. The frame count is the number of demuxed packets (headers are often wrong: AVI ``avih``
 counts survive truncation, WebM has none). Only the first and the last group of pictures are
-decoded, so a check costs a demux pass plus a few frames.
+decoded, so a check costs a demux pass plus a few frames. The same demux pass gives the video's
+keyframe index (:mod:`pipelines.data.keyframes`).
 
 Rotation: a phone video stores its frames sideways plus a display matrix that players apply. PyAV
 and DALI's CPU decoder return the stored, unrotated frames (checked; DALI's NVDEC route was not
@@ -19,12 +20,13 @@ import os
 import shlex
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 
 from core.console import progress_bar
+from pipelines.data.keyframes import KeyframeIndex, index_from_packets
 
 # Reject reasons: the text before the colon in ProbeResult.reason.
 EMPTY_FILE = "empty file"
@@ -75,6 +77,9 @@ class ProbeResult:
     fps: float = 0.0
     width: int = 0
     height: int = 0
+    # Built from the same demux pass (see pipelines.data.keyframes); None when the timestamps
+    # cannot identify frames.
+    keyframes: KeyframeIndex | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -201,11 +206,14 @@ def _probe(path: Path) -> ProbeResult:
         first_gop: list[av.Packet] = []
         last_gop: list[av.Packet] = []
         end_time: float | None = None
+        timestamps: tuple[list[int | None], list[int | None], list[bool]] = ([], [], [])
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
                 packets += 1
+                for values, value in zip(timestamps, (packet.pts, packet.dts, packet.is_keyframe), strict=True):
+                    values.append(value)
                 if packet.is_keyframe:
                     last_gop = []
                 last_gop.append(packet)
@@ -249,7 +257,13 @@ def _probe(path: Path) -> ProbeResult:
             raise _Reject(NO_DECODABLE_FRAME, "no frame rate in the header and no timestamps")
         _check_rotation(path, first)
         return ProbeResult(
-            path=str(path), codec=codec, frames=packets, fps=round(fps, 6), width=first.width, height=first.height
+            path=str(path),
+            codec=codec,
+            frames=packets,
+            fps=round(fps, 6),
+            width=first.width,
+            height=first.height,
+            keyframes=index_from_packets(*timestamps),
         )
 
 

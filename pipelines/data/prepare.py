@@ -35,6 +35,7 @@ from core.runfiles import (
 from pipelines.data.dataset import DatasetError, SkippedFile, VideoFile, misplaced_videos, scan_dataset
 from pipelines.data.duplicates import DuplicateSet, duplicate_reasons, find_duplicates
 from pipelines.data.folds import check_enough_groups_for_folds, group_kfold, outer_fold_splits
+from pipelines.data.keyframes import save_keyframe_indexes
 from pipelines.data.preflight import ProbeResult, preflight
 from pipelines.data.records import SPLITS, VideoRecord, fold_count, read_videos_csv, write_videos_csv
 from pipelines.data.splits import (
@@ -55,8 +56,9 @@ STAGE = "prepare"
 # Bump when the pre-flight check or the split logic changes, so old runs are redone.
 # 2: UCF101 group numbers are split units across classes. 3: too short and rotated videos,
 # byte-identical copies and misplaced files are rejected (a clean dataset gets the same videos.csv,
-# so features and results made from it stay valid).
-PREPARE_VERSION = 3
+# so features and results made from it stay valid). 4: prepare also writes keyframes.npz (the same
+# videos.csv again; without the file the loaders index each video on first use, slower).
+PREPARE_VERSION = 4
 
 
 class NoUsableVideoError(DatasetError):
@@ -421,6 +423,9 @@ def prepare_run(
         raise type(exc)(f"{exc} ({note})") from None
     records = _records([(f, probe) for f, probe, _ in usable], assignment, class_names)
     write_videos_csv(paths.videos_csv, records)
+    save_keyframe_indexes(
+        paths.keyframes_npz, {probe.path: probe.keyframes for _, probe, _ in usable if probe.keyframes is not None}
+    )
     summary = _summarize(paths, records, class_names, len(rejected), n_unlisted, str(spec), up_to_date=False,
                          duplicates=duplicates)
     _write_run_json(paths, summary, config, seed, lists, input_fingerprint)

@@ -532,13 +532,9 @@ def compute_features(clips: Any, xp: ModuleType, spec: FeatureSpec | None = None
 
 def _batch_features(x: Any, xp: ModuleType, spec: FeatureSpec, rate: Any) -> Any:
     """:func:`compute_features` of one batch of validated clips ``x``; ``rate`` (B,) or None."""
-    batch, frames, height, width, _ = (int(v) for v in x.shape)
+    batch, _, height, width, _ = (int(v) for v in x.shape)
     scale = 1.0 / 255.0 if x.dtype == xp.uint8 else 1.0
     gray = _luma(x, xp, scale)  # (B, T, H, W) float32
-
-    n_cells = spec.grid * _grid_columns(spec)
-    steps = frames - 1
-    pixels = height * width
     plan = _plan(xp, _device_of(xp), spec, height, width)
 
     # Temporal differences and (4x) spatial gradients of the mid-frames, computed once and shared
@@ -551,7 +547,39 @@ def _batch_features(x: Any, xp: ModuleType, spec: FeatureSpec, rate: Any) -> Any
     signed_energy, energy = _motion_energy(diff, xp, spec, plan)  # (B, S, H, W) each
 
     blocks: dict[str, Any] = {}
+    layout = _energy_layout(energy, xp, spec, plan, blocks)
+    moving = _moving_pixels(field, signed_energy, energy, xp, spec, plan, blocks)
+    _appearance_blocks(x, field, xp, spec, plan, scale, blocks)
+    _temporal_blocks(layout, moving, xp, spec, (height, width), rate, blocks)
 
+    columns = []
+    for key, n_columns in _block_widths(spec):
+        block = blocks[key].astype(xp.float32).reshape(batch, -1)
+        if block.shape[1] != n_columns:
+            raise AssertionError(f"block {key}: {block.shape[1]} columns, {n_columns} names")
+        columns.append(block)
+    return xp.concatenate(columns, axis=1)
+
+
+@dataclass(frozen=True)
+class _EnergyLayout:
+    """Where the motion energy is, per frame step: the series the temporal block analyses."""
+
+    cell_series: Any  # (B, cells, S) mean energy of each grid cell
+    frame_energy: Any  # (B, S) total energy
+    moving: Any  # (B, S) bool: the step has any energy
+    cy: Any  # (B, S) energy centroid, y (0..1)
+    cx: Any  # (B, S) energy centroid, x (0..1)
+    cy_mean: Any  # (B,) energy-weighted mean of cy
+    cx_mean: Any  # (B,) energy-weighted mean of cx
+
+
+def _energy_layout(
+    energy: Any, xp: ModuleType, spec: FeatureSpec, plan: _Plan, blocks: dict[str, Any]
+) -> _EnergyLayout:
+    """The motion-energy grid, left/right asymmetry and centroid blocks (into ``blocks``)."""
+    batch, steps = energy.shape[:2]
+    n_cells = spec.grid * _grid_columns(spec)
     # ---- motion energy on the grid: rows pooled once into grid rows, then columns (small); the
     # same product gives the energy's first and second moments along y for the centroid.
     pooled = plan.row_pool_moments @ energy  # (B, S, grid + 2, W)
@@ -586,10 +614,31 @@ def _batch_features(x: Any, xp: ModuleType, spec: FeatureSpec, rate: Any) -> Any
     spread_sum = sy_mean + sx_mean
     y_share = xp.where(spread_sum > _EPS, sy_mean / xp.maximum(spread_sum, _EPS), 0.0)
     blocks["centroid"] = xp.stack([cy_mean, cx_offset, cy_std, cx_std, sy_mean, sx_mean, y_share], axis=-1)
+    return _EnergyLayout(cell_series, frame_energy, moving, cy, cx, cy_mean, cx_mean)
 
-    # ---- normal-flow direction at moving pixels only (usually a small fraction of the clip):
-    # the spatial gradient of the mid-frame signed by the temporal change, horizontal component
-    # folded (left = right); angle from -pi/2 (down) through 0 (horizontal) to pi/2 (up).
+
+@dataclass(frozen=True)
+class _MovingPixels:
+    """The moving pixels of a batch (energy > 0), flat, with what the net-flow series needs."""
+
+    step_of: Any  # clip * S + step of each
+    gx: Any  # 4x spatial gradients of the mid-frame
+    gy: Any
+    signed_energy: Any
+    grad2: Any  # gx^2 + gy^2
+
+
+def _moving_pixels(
+    field: Any, signed_energy: Any, energy: Any, xp: ModuleType, spec: FeatureSpec, plan: _Plan, blocks: dict[str, Any]
+) -> _MovingPixels:
+    """The active fraction and the normal-flow direction histograms (into ``blocks``).
+
+    Normal-flow direction at moving pixels only (usually a small fraction of the clip): the
+    spatial gradient of the mid-frame signed by the temporal change, horizontal component folded
+    (left = right); angle from -pi/2 (down) through 0 (horizontal) to pi/2 (up)."""
+    batch, steps, height, width = energy.shape
+    pixels = height * width
+    n_cells = spec.grid * _grid_columns(spec)
     moving_at = xp.flatnonzero(energy > 0)  # flat indices into (B, S, H, W)
     step_of = moving_at // pixels  # clip * S + step
     clip_of = step_of // steps
@@ -615,22 +664,42 @@ def _batch_features(x: Any, xp: ModuleType, spec: FeatureSpec, rate: Any) -> Any
     blocks["flow_hist"] = _normalise(flow_cells.sum(axis=1), xp)
     coarse = flow_cells.reshape(batch, n_cells, spec.cell_flow_bins, spec.flow_bins // spec.cell_flow_bins).sum(axis=-1)
     blocks["flow_cells"] = _normalise(coarse, xp).reshape(batch, -1)
+    return _MovingPixels(step_of, gx_m, gy_m, signed_energy_m, grad2_m)
 
-    # ---- appearance on every k-th mid-frame (the 4x gradient scale cancels in the normalised
-    # histograms and is divided out of the edge density)
+
+def _appearance_blocks(
+    x: Any, field: Any, xp: ModuleType, spec: FeatureSpec, plan: _Plan, scale: float, blocks: dict[str, Any]
+) -> None:
+    """HOG, edge density and colour histograms (into ``blocks``).
+
+    Appearance on every k-th mid-frame (the 4x gradient scale cancels in the normalised
+    histograms and is divided out of the edge density)."""
+    batch = x.shape[0]
+    n_cells = spec.grid * _grid_columns(spec)
     hog, mean_magnitude = _orientation_histograms(field, xp, spec, plan)
     blocks["hog_cells"] = _normalise(hog, xp).reshape(batch, -1)
     blocks["hog_global"] = _normalise(hog.sum(axis=1), xp)
     edge_sums = (xp.matmul(plan.row_pool, mean_magnitude) @ plan.column_pool).reshape(batch, n_cells)
     blocks["edges"] = edge_sums * xp.float32(0.25) / plan.cell_pixels
-
-    # ---- colour
     rgb = xp.moveaxis(x[:, :: spec.appearance_frame_step, ::2], -1, 0).astype(xp.float32, order="C")  # planes
     rgb *= xp.float32(scale)
     blocks["colour"] = _colour_histograms(rgb, xp, spec)
 
-    # ---- temporal dynamics
-    global_series = frame_energy / float(pixels)  # (B, S) mean energy per step
+
+def _temporal_blocks(
+    layout: _EnergyLayout,
+    moving: _MovingPixels,
+    xp: ModuleType,
+    spec: FeatureSpec,
+    frame_size: tuple[int, int],
+    rate: Any,
+    blocks: dict[str, Any],
+) -> None:
+    """Statistics and spectra of the energy, net-flow and centroid series (into ``blocks``)."""
+    batch, steps = layout.frame_energy.shape
+    height, width = frame_size
+    n_cells = spec.grid * _grid_columns(spec)
+    global_series = layout.frame_energy / float(height * width)  # (B, S) mean energy per step
     _, slope = _detrended(global_series, xp)
 
     # Net flow per step by least squares over moving pixels (fraction of the frame per step):
@@ -638,21 +707,22 @@ def _batch_features(x: Any, xp: ModuleType, spec: FeatureSpec, rate: Any) -> Any
     # The gradients are 4x, their squares 16x: the ratio is a quarter of the flow.
 
     def step_sums(weights: Any) -> Any:
-        return _bincount(xp, step_of, weights, batch * steps).reshape(batch, steps)
+        return _bincount(xp, moving.step_of, weights, batch * steps).reshape(batch, steps)
 
-    safe_grad = xp.maximum(step_sums(grad2_m), _EPS) * xp.float32(0.25)
-    flow_up = step_sums(signed_energy_m * gy_m) / safe_grad / height
-    flow_right = -step_sums(signed_energy_m * gx_m) / safe_grad / width
+    safe_grad = xp.maximum(step_sums(moving.grad2), _EPS) * xp.float32(0.25)
+    flow_up = step_sums(moving.signed_energy * moving.gy) / safe_grad / height
+    flow_right = -step_sums(moving.signed_energy * moving.gx) / safe_grad / width
     # Steps without motion take the clip's mean centroid so they add no oscillation.
-    cy_filled = xp.where(moving, cy, cy_mean[:, None])
-    cx_filled = xp.where(moving, cx, cx_mean[:, None])
+    cy_filled = xp.where(layout.moving, layout.cy, layout.cy_mean[:, None])
+    cx_filled = xp.where(layout.moving, layout.cx, layout.cx_mean[:, None])
     series_means, series_stds = _mean_std(xp.stack([global_series, flow_up, flow_right]), xp)  # (3, B) each
     (mean, up_mean, right_mean), (std, up_std, right_std) = series_means, series_stds
     cv = xp.where(mean > _EPS, std / xp.maximum(mean, _EPS), 0.0)
 
     # Every spectrum of the clip in one rFFT: global energy, energy per cell, net flow, centroid.
     series = xp.concatenate(
-        [global_series[:, None], cell_series, xp.stack([flow_up, flow_right, cy_filled, cx_filled], axis=1)], axis=1
+        [global_series[:, None], layout.cell_series, xp.stack([flow_up, flow_right, cy_filled, cx_filled], axis=1)],
+        axis=1,
     )
     freq, strength = _spectrum_peak(series, xp, rate)  # (B, 1 + cells + 4)
     blocks["energy_series"] = xp.stack([mean, std, cv, slope * (steps - 1), freq[:, 0], strength[:, 0]], axis=-1)
@@ -674,11 +744,3 @@ def _batch_features(x: Any, xp: ModuleType, spec: FeatureSpec, rate: Any) -> Any
         axis=-1,
     )
     blocks["centroid_series"] = xp.stack([freq[:, ys_], strength[:, ys_], freq[:, xs_], strength[:, xs_]], axis=-1)
-
-    columns = []
-    for key, n_columns in _block_widths(spec):
-        block = blocks[key].astype(xp.float32).reshape(batch, -1)
-        if block.shape[1] != n_columns:
-            raise AssertionError(f"block {key}: {block.shape[1]} columns, {n_columns} names")
-        columns.append(block)
-    return xp.concatenate(columns, axis=1)

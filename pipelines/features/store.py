@@ -11,7 +11,10 @@ identical to a single-process run.
 
 Each clip is ``spec.frames`` frames a fixed ``stride`` apart (:func:`feature_stride`: longer
 videos get a longer step, up to ``spec.max_stride``), centred in the video; videos are grouped by
-stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second).
+stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second). The
+clip spans at most ``(frames - 1) * max_stride + 1`` frames whatever the video's length, and the
+loader seeks to it (:func:`pipelines.video.decode.decode_at`, with the run's keyframe index), so a
+long video costs no more to featurise than a short one with the same keyframe spacing.
 
 The file carries the :class:`FeatureSpec` it was computed with (JSON, ``FeatureSet.spec``) and a
 fingerprint of ``videos.csv``, its video files (path, size, mtime), that spec and the kernel
@@ -47,6 +50,7 @@ from core.runfiles import (
     problem_text,
     set_aside,
 )
+from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord, class_names, index_fingerprint, read_videos_csv
 from pipelines.features.kernel import (
     KERNEL_VERSION,
@@ -275,17 +279,24 @@ def iter_feature_batches(
     rejected: list[Any] | None = None,
     decode_stats: DecodeStats | None = None,
     shard: tuple[int, int] = (0, 1),
+    keyframes: KeyframeIndexes | None = None,
+    decode_counts: list[dict[str, float]] | None = None,
 ) -> Iterator[FeatureBatch]:
     """Decode ``records`` with the evaluation loader (one loader per stride) and, with
     ``compute``, run the kernel on each batch. Rejected videos are appended to ``rejected``, the
-    decode routes added to ``decode_stats``. ``batch_size``: default the backend's
-    (:attr:`~core.backend.Backend.feature_batch_size`). ``shard``: (rank, world size); this rank
-    takes every world-size-th batch of each stride group, so batches are the same as in one process."""
+    decode routes added to ``decode_stats``, each loader's
+    :meth:`~pipelines.video.loader.ClipLoader.decode_counts` appended to ``decode_counts``.
+    ``batch_size``: default the backend's (:attr:`~core.backend.Backend.feature_batch_size`).
+    ``shard``: (rank, world size); this rank takes every world-size-th batch of each stride group,
+    so batches are the same as in one process. ``keyframes``: the videos' keyframe indexes
+    (default: the run's ``keyframes.npz``)."""
     import time
 
     xp = backend.xp()
     batch_size = batch_size or backend.feature_batch_size
     rank, world_size = shard
+    if keyframes is None:
+        keyframes = KeyframeIndexes(RunPaths(run_dir).keyframes_npz if run_dir is not None else None)
     by_stride: dict[int, list[VideoRecord]] = {}
     for record in records:
         by_stride.setdefault(feature_stride(record.frames, spec), []).append(record)
@@ -303,6 +314,7 @@ def iter_feature_batches(
             shuffle=False,
             run_dir=run_dir,
             stage=STAGE,
+            keyframes=keyframes,
         )
         for batch in loader:
             batch_rates = [rates[v] for v in batch.video_ids]
@@ -318,6 +330,8 @@ def iter_feature_batches(
             rejected.extend(loader.rejected)
         if decode_stats is not None:
             decode_stats.add(loader.decode_stats)
+        if decode_counts is not None:
+            decode_counts.append(loader.decode_counts())
 
 
 def synchronize(xp: Any) -> None:
@@ -418,6 +432,7 @@ def _feature_rows(
             rejected=skipped,
             decode_stats=stats,
             shard=(context.rank, context.world_size),
+            keyframes=KeyframeIndexes(RunPaths(run_dir).keyframes_npz),  # also under torchrun (no run_dir there)
         ):
             rows.update(zip(batch.video_ids, to_numpy(batch.features), strict=True))
             bar.update(len(batch.video_ids) * context.world_size)

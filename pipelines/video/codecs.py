@@ -9,7 +9,7 @@ RGB frames, sequentially, the way every reader in the project opens files
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -75,10 +75,17 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float, codec: str = "vp9") -> None:
+def write_video(
+    path: str | os.PathLike[str],
+    frames: np.ndarray,
+    fps: float,
+    codec: str = "vp9",
+    options: Mapping[str, str] | None = None,
+) -> None:
     """Encode ``frames`` (T, H, W, 3) uint8 RGB to ``path`` at ``fps`` with ``codec``, atomically.
 
     The container is chosen from the codec (see :data:`CODECS`), not from the temporary file name.
+    ``options``: encoder options added to (or replacing) the codec's own, e.g. ``{"g": "12"}``.
     """
     spec = _codec_spec(codec)
     frames = _check_frames(frames)
@@ -88,7 +95,7 @@ def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float, co
     height, width = frames.shape[1:3]
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format=spec.container_format) as container:
-            stream = container.add_stream(spec.encoder, rate=rate, options=dict(spec.options))
+            stream = container.add_stream(spec.encoder, rate=rate, options={**spec.options, **(options or {})})
             stream.width = width
             stream.height = height
             stream.pix_fmt = spec.pix_fmt

@@ -2,11 +2,17 @@
 
 Per video, frames come from (first that applies; the decode routes of :mod:`pipelines.video.routes`):
 
-1. the decoded-clip cache (``cache_dir``): only the sampled frames are read (``"cache"``);
+1. the decoded-clip cache (``cache_dir``, at most ``cache_max_bytes``): only the sampled frames
+   are read (``"cache"``); a miss decodes with PyAV (3.) and stores what
+   :func:`~pipelines.video.cache.frames_to_store` says;
 2. DALI's video decoder fed with the file's bytes: NVDEC on a GPU backend for the codecs and
    frame sizes NVDEC takes (``"nvdec"``, :data:`core.backend.NVDEC_LIMITS`), else libavcodec on
    the CPU for VP8/VP9/MJPEG (``"dali-cpu"``);
-3. PyAV (``"pyav"``: other codecs, and the fallback for a file that a DALI route fails on).
+3. PyAV (``"pyav"``: other codecs, and the fallback for a file that a DALI route fails on): seek
+   to the keyframe before the clip and decode only up to its last frame, straight to the clip's
+   short side (:func:`pipelines.video.decode.decode_at`, with the run's keyframe index,
+   ``RUN_DIR/keyframes.npz``). :meth:`ClipLoader.decode_counts` says what it did (seeks,
+   sequential fallbacks, frames decoded per clip) and how the cache fared.
 
 A DALI run that fails is split until the failing file is alone (the rest of the batch stays on
 its route); only that file goes to PyAV, or is rejected. A route that fails on a codec whose
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,9 +45,10 @@ import numpy as np
 import torch
 
 from core.backend import NVDEC_LIMITS, Backend
-from core.runfiles import append_rejected, set_aside
+from core.runfiles import RunPaths, append_rejected, set_aside
+from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord
-from pipelines.video.cache import CachedVideo, ClipCache, DecodedVideo
+from pipelines.video.cache import CachedVideo, ClipCache, default_max_bytes, frames_to_store
 from pipelines.video.clips import (
     ClipSpec,
     augmentation_matrix,
@@ -54,7 +62,7 @@ from pipelines.video.clips import (
     train_indices,
     window_matrix,
 )
-from pipelines.video.decode import DecodeError, decode_frames
+from pipelines.video.decode import DecodedFrames, DecodeError, decode_at, unreadable_source
 from pipelines.video.routes import DALI_ROUTES, DecodeStats, RouteHealth, first_line
 
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
@@ -69,6 +77,14 @@ class ClipBatch:
     labels: np.ndarray
     video_ids: list[str]
     clip_index: np.ndarray
+
+
+_Sample = tuple[np.ndarray, np.random.Generator | None]  # a clip's frame numbers and its augmentation draw
+
+
+def _wanted(sampled: dict[int, _Sample]) -> np.ndarray:
+    """Every frame number the sampled clips use, sorted, once."""
+    return np.unique(np.concatenate([indices for indices, _ in sampled.values()]))
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,8 @@ class ClipLoader:
         num_threads: int = 2,
         stage: str = "loader",
         prefetch: int = 2,
+        cache_max_bytes: int | None = None,
+        keyframes: KeyframeIndexes | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -147,7 +165,13 @@ class ClipLoader:
         self.shuffle = spec.mode == "train" if shuffle is None else shuffle
         self.num_shards = num_shards
         self.shard_id = shard_id
-        self.cache = ClipCache(cache_dir) if cache_dir is not None else None
+        self.cache = None
+        if cache_dir is not None:
+            limit = default_max_bytes(cache_dir) if cache_max_bytes is None else cache_max_bytes
+            self.cache = ClipCache(cache_dir, max_bytes=limit)
+        if keyframes is None:
+            keyframes = KeyframeIndexes(RunPaths(run_dir).keyframes_npz if run_dir is not None else None)
+        self.keyframes = keyframes
         self.run_dir = run_dir
         self.num_threads = max(1, num_threads)
         self.stage = stage
@@ -158,6 +182,17 @@ class ClipLoader:
         self.prefetch = max(1, prefetch)
         self.decode_stats = DecodeStats()
         self._health = RouteHealth(self.decode_stats)
+        # The PyAV route (see decode_at): videos decoded after a seek, from the start (the clip
+        # starts before the second keyframe), sequentially (no usable index: counted, never
+        # silent); frames the decoder produced and clips they served; videos this loader indexed
+        # because the run's keyframes.npz lacked them.
+        self.seeks = 0
+        self.from_start = 0
+        self.sequential_fallbacks = 0
+        self.frames_decoded = 0
+        self.clips_decoded = 0
+        self.keyframe_scans = 0
+        self._counts = threading.Lock()  # the decode threads update the counters
         self._pipes: dict[str, Any] = {}
         shard_indices(np.arange(0), num_shards, shard_id, equal=False)  # validates the shard
 
@@ -235,7 +270,7 @@ class ClipLoader:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, cores // self.num_threads)
 
-    def _sample(self, video: int, clip: int, n_frames: int) -> tuple[np.ndarray, np.random.Generator | None]:
+    def _sample(self, video: int, clip: int, n_frames: int) -> _Sample:
         if self.spec.mode == "eval":
             return eval_indices(n_frames, self.spec, clip), None
         rng = clip_rng(self.seed, self.epoch, video)
@@ -272,25 +307,16 @@ class ClipLoader:
     def _prepare_video(self, video: int, clips: list[int]) -> dict[int, _ClipInput]:
         """Inputs for the given clips of one video (runs on the decode thread pool)."""
         record = self.records[video]
-        if self.cache is not None:
-            entry = self.cache.entry(record.path, self.spec.short_side)
-            if entry is not None:
-                try:
-                    return self._clips_from(entry, video, clips)
-                except OSError as exc:  # damaged outside the cache's atomic writes: decode it again
-                    set_aside(entry.path, exc, redo="decoding the video again")
-            self.cache_misses += 1
-            decoded = self.cache.decode_and_store(record.path, self.spec.short_side, codec_threads=self._codec_threads)
-            return self._clips_from(decoded, video, clips)
         sampled = {clip: self._sample(video, clip, record.frames) for clip in clips}
+        if self.cache is not None:
+            return self._through_cache(video, sampled)
         height, width = record.height, record.width
         decoder, rerouted = self._route(record)
         if decoder in DALI_ROUTES:
             try:
                 encoded = np.fromfile(record.path, dtype=np.uint8)
             except OSError as exc:  # gone or unreadable since `prepare`: rejected like an undecodable file
-                raise DecodeError(f"{record.path}: cannot read it ({exc.strerror or exc}); if it was moved or "
-                                  f"deleted, rerun `python cli.py prepare` to index the folder again") from exc
+                raise unreadable_source(record.path, exc) from exc
             return {
                 clip: _ClipInput(
                     encoded=encoded,
@@ -334,36 +360,79 @@ class ClipLoader:
             why = "frame size unknown"
         return chosen, f"{wanted}->{chosen} ({why})"
 
-    def _clips_from(self, stored: CachedVideo | DecodedVideo, video: int, clips: list[int]) -> dict[int, _ClipInput]:
-        """Inputs for the given clips from a cache entry or a just-decoded video (an entry counts
-        as a hit once all its frames were read)."""
-        n_frames, height, width, _ = stored.shape
+    def _through_cache(self, video: int, sampled: dict[int, _Sample]) -> dict[int, _ClipInput]:
+        """Inputs from the cache entry when it holds every sampled frame (a hit), else decoded
+        with PyAV and stored (a miss)."""
+        assert self.cache is not None
+        record = self.records[video]
+        wanted = _wanted(sampled)
+        entry = self.cache.entry(record.path, self.spec.short_side)
+        if entry is not None and entry.covers(wanted):
+            try:
+                inputs = self._clips_from(entry, video, sampled)
+            except OSError as exc:  # damaged outside the cache's atomic writes: decode it again
+                set_aside(entry.path, exc, redo="decoding the video again")
+            else:
+                self.cache.touch(entry)
+                with self._counts:
+                    self.cache_hits += 1
+                return inputs
+        with self._counts:
+            self.cache_misses += 1
+        decoded = self._decode(video, frames_to_store(wanted, record.frames, self.spec.mode), len(sampled))
+        self.cache.store(record.path, self.spec.short_side, decoded)
+        return self._clips_from(decoded, video, sampled)
+
+    def _clips_from(
+        self, stored: CachedVideo | DecodedFrames, video: int, sampled: dict[int, _Sample]
+    ) -> dict[int, _ClipInput]:
+        """Inputs for the sampled clips from a cache entry or just-decoded frames."""
+        _, height, width, _ = stored.shape
         resized = min(height, width) == self.spec.short_side
-        inputs = {}
-        for clip in clips:
-            indices, rng = self._sample(video, clip, n_frames)
-            inputs[clip] = _ClipInput(
+        return {
+            clip: _ClipInput(
                 frames=stored.read(indices),
                 arguments=self._arguments(rng, video, (height, width), resized=resized),
                 resized=resized,
                 decoder="cache" if isinstance(stored, CachedVideo) else "pyav",
             )
-        if isinstance(stored, CachedVideo):
-            self.cache_hits += 1
-        return inputs
+            for clip, (indices, rng) in sampled.items()
+        }
 
-    def _decode_with_pyav(
-        self, video: int, sampled: dict[int, tuple[np.ndarray, np.random.Generator | None]]
-    ) -> dict[int, _ClipInput]:
-        record = self.records[video]
-        wanted = np.unique(np.concatenate([indices for indices, _ in sampled.values()]))
-        frames = decode_frames(record.path, wanted, codec_threads=self._codec_threads)
-        position = {int(index): row for row, index in enumerate(wanted)}
-        inputs = {}
-        for clip, (indices, rng) in sampled.items():
-            clip_frames = frames[[position[int(i)] for i in indices]]
-            inputs[clip] = _ClipInput(frames=clip_frames, arguments=self._arguments(rng, video, frames.shape[1:3]))
-        return inputs
+    def _decode_with_pyav(self, video: int, sampled: dict[int, _Sample]) -> dict[int, _ClipInput]:
+        return self._clips_from(self._decode(video, _wanted(sampled), len(sampled)), video, sampled)
+
+    def _decode(self, video: int, frames: np.ndarray, clips: int) -> DecodedFrames:
+        """``frames`` of a video at the clip's short side (PyAV, seeking; see decode_at)."""
+        path = self.records[video].path
+        index, scanned = self.keyframes.lookup(path)
+        decoded = decode_at(path, frames, self.spec.short_side, index=index, codec_threads=self._codec_threads)
+        with self._counts:
+            self.keyframe_scans += scanned
+            self.seeks += decoded.route == "seek"
+            self.from_start += decoded.route == "start"
+            self.sequential_fallbacks += decoded.route == "sequential"
+            self.frames_decoded += decoded.frames_decoded
+            self.clips_decoded += clips
+        return decoded
+
+    def decode_counts(self) -> dict[str, float]:
+        """The PyAV route's and the cache's counters (see __init__), with frames decoded per clip."""
+        with self._counts:
+            counts: dict[str, float] = {
+                "seeks": self.seeks,
+                "from_start": self.from_start,
+                "sequential_fallbacks": self.sequential_fallbacks,
+                "frames_decoded": self.frames_decoded,
+                "clips_decoded": self.clips_decoded,
+                "keyframe_scans": self.keyframe_scans,
+                "cache_hits": self.cache_hits,
+                "cache_misses": self.cache_misses,
+            }
+        counts["frames_decoded_per_clip"] = round(self.frames_decoded / max(self.clips_decoded, 1), 2)
+        counts["cache_evictions"] = self.cache.evictions if self.cache is not None else 0
+        counts["cache_not_stored"] = self.cache.not_stored if self.cache is not None else 0
+        return counts
 
     # --------------------------------------------------------------------------- assembly
     def _reject(self, video: int, reason: str) -> None:
@@ -611,12 +680,17 @@ def make_clip_loader(
     num_threads: int = 2,
     stage: str = "loader",
     prefetch: int = 2,
+    cache_max_bytes: int | None = None,
+    keyframes: KeyframeIndexes | None = None,
 ) -> ClipLoader:
     """A :class:`ClipLoader` over ``records`` (see the module docstring for the contract).
 
     ``shuffle`` defaults to True in training, False in evaluation. Training shards have equal
     length (see :func:`pipelines.video.clips.shard_indices`); evaluation shards cover every video.
     ``prefetch``: batches DALI works on ahead of the one handed out (its ``prefetch_queue_depth``).
+    ``cache_max_bytes``: the cache's size limit (default :func:`pipelines.video.cache.default_max_bytes`).
+    ``keyframes``: the videos' keyframe indexes (default: ``RUN_DIR/keyframes.npz``, else built on
+    first use).
     """
     return ClipLoader(
         records,
@@ -632,4 +706,6 @@ def make_clip_loader(
         num_threads=num_threads,
         stage=stage,
         prefetch=prefetch,
+        cache_max_bytes=cache_max_bytes,
+        keyframes=keyframes,
     )

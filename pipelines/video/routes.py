@@ -10,9 +10,10 @@ A clip reaches the DALI pipelines by one of four decode routes:
 
 :class:`DecodeStats` counts clips per route and the clips that had to leave their route
 (``fallbacks``: ``"nvdec->pyav (decode failed)"``, ``"nvdec->dali-cpu (outside NVDEC frame
-sizes)"``, ...); the counts go into the result files (``config.decode_routes``) and the
-``features`` stage's output. :class:`RouteHealth` remembers a DALI route that fails on a codec,
-so a broken route is tried once per codec, not once per batch.
+sizes)"``, ...); the counts go into the result files (``config.decode.routes`` and
+``config.decode.fallbacks``, beside the PyAV route's and the cache's counters of
+:func:`add_decode_counts`) and the ``features`` stage's output. :class:`RouteHealth` remembers a
+DALI route that fails on a codec, so a broken route is tried once per codec, not once per batch.
 """
 
 from __future__ import annotations
@@ -96,6 +97,22 @@ class RouteHealth:
 
     def pipeline_failed(self, route: str, reason: str) -> None:
         self.stats.broken[f"{route}:{ANY_CODEC}"] = reason
+
+
+def add_decode_counts(counts: Iterable[dict[str, float]]) -> dict[str, float | None]:
+    """Several loaders' :meth:`~pipelines.video.loader.ClipLoader.decode_counts` (the PyAV route's
+    and the cache's counters) added up, with frames decoded per clip and the cache's hit rate (None
+    when no clip was decoded / no video looked up) recomputed from the totals."""
+    total: dict[str, float | None] = {}
+    for item in counts:
+        for key, value in item.items():
+            if key != "frames_decoded_per_clip":
+                total[key] = (total.get(key) or 0) + value
+    frames, clips = total.get("frames_decoded") or 0, total.get("clips_decoded") or 0
+    total["frames_decoded_per_clip"] = round(frames / clips, 2) if clips else None
+    hits, misses = total.get("cache_hits") or 0, total.get("cache_misses") or 0
+    total["cache_hit_rate"] = round(hits / (hits + misses), 4) if hits + misses else None
+    return total
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

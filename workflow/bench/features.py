@@ -1,6 +1,8 @@
 """Feature benchmark: videos/s for decoding alone and for decoding + the feature kernel.
 
-Both passes read the same videos through the same evaluation loader the ``features`` stage uses.
+Both passes read the same videos through the same evaluation loader the ``features`` stage uses
+(with the probe's keyframe index, as after ``prepare``); the decode pass reports the loader's
+counters (seeks, sequential fallbacks, frames decoded per clip).
 The kernel is also timed alone (synchronised on a GPU) on the clips of the decode pass, so
 decode threads do not compete with it; that gives its cost relative to decoding the same clips.
 On a CUDA backend the same batch is also timed with NumPy and CuPy, with their largest difference.
@@ -18,8 +20,10 @@ import numpy as np
 
 from core.backend import Backend
 from core.runfiles import atomic_write_json
+from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.features.kernel import FeatureSpec, compute_features
 from pipelines.features.store import iter_feature_batches, synchronize, to_numpy
+from pipelines.video.routes import add_decode_counts
 from workflow.bench.loader import scan_videos
 
 KERNEL_TO_DECODE_TARGET = 0.25  # on the CPU: kernel time at most this fraction of decode time
@@ -58,6 +62,8 @@ class FeatureBenchResult:
     target_kernel_to_decode: float
     target_met: bool | None  # None on a GPU (the target is for the CPU)
     numpy_vs_cupy: NumpyVsCupy | None = None
+    frames_decoded_per_clip: float | None = None  # PyAV route of the decode pass (None: all by DALI)
+    decode_counts: dict[str, float | None] | None = None  # the decode pass's loader counters, added up
 
     def table(self) -> str:
         lines = [
@@ -74,6 +80,8 @@ class FeatureBenchResult:
             + ("" if self.target_met is None else f": {'met' if self.target_met else 'NOT met'}")
             + ")",
         ]
+        if self.frames_decoded_per_clip is not None:
+            lines.append(f"frames decoded per clip (PyAV route): {self.frames_decoded_per_clip:.1f}")
         if self.numpy_vs_cupy is not None:
             c = self.numpy_vs_cupy
             lines.append(
@@ -137,11 +145,13 @@ def bench_features(
     out_path = Path(out) if out is not None else Path("bench") / "features.json"
     if out_path.suffix != ".json":
         out_path = out_path / "features.json"
-    records = scan_videos(data_root, videos)
+    keyframes = KeyframeIndexes()
+    records = scan_videos(data_root, videos, keyframes)
 
     # Warm-up: imports, DALI pipeline set-up and first kernel call are not per-video cost.
-    for _ in iter_feature_batches(records[:1], backend, spec, batch_size=1):
+    for _ in iter_feature_batches(records[:1], backend, spec, batch_size=1, keyframes=keyframes):
         pass
+    counts: list[dict[str, float]] = []
 
     def timed_pass(compute: bool, keep: bool) -> tuple[float, int, int, list[tuple[Any, list[float]]]]:
         rejected: list[Any] = []
@@ -149,7 +159,14 @@ def bench_features(
         count = 0
         start = time.perf_counter()
         for batch in iter_feature_batches(
-            records, backend, spec, batch_size=batch_size, compute=compute, rejected=rejected
+            records,
+            backend,
+            spec,
+            batch_size=batch_size,
+            compute=compute,
+            rejected=rejected,
+            keyframes=keyframes,
+            decode_counts=counts if keep else None,
         ):
             count += len(batch.video_ids)
             if keep and count <= MAX_KEPT_VIDEOS:
@@ -197,6 +214,8 @@ def bench_features(
         target_kernel_to_decode=KERNEL_TO_DECODE_TARGET,
         target_met=bool(ratio <= KERNEL_TO_DECODE_TARGET) if on_cpu else None,
     )
+    result.decode_counts = add_decode_counts(counts)
+    result.frames_decoded_per_clip = result.decode_counts["frames_decoded_per_clip"]
     if not on_cpu:
         result.numpy_vs_cupy = compare_numpy_cupy(first_clips, spec, kept[0][1])
     atomic_write_json(out_path, asdict(result))

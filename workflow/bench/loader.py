@@ -1,19 +1,28 @@
-"""Loader benchmark: the project's clip loader against a notebook-style reference loader.
+"""Loader benchmark: the project's clip loader against a notebook-style reference loader and,
+with ``peers``, the libraries a PyTorch user would pick instead (:mod:`workflow.bench.peers`:
+torchcodec, decord, each in a DataLoader with 2 workers and torchvision transforms).
 
 The reference is what many video notebooks do: ``cv2.VideoCapture`` decodes every frame,
 the clip's frames are picked, each goes through torchvision transforms via PIL, and
-``torch.stack`` builds the clip. Both loaders produce the same clips (frames, sampling,
+``torch.stack`` builds the clip. All loaders produce the same clips (frames, sampling,
 size, normalisation, layout) from the same videos; the reference applies its random
 training transforms per frame (the usual notebook bug the project's loader avoids).
+
+The project's loader uses the keyframe index of the pre-flight probe, as after ``prepare``;
+its timings carry the decode counters (seeks, sequential fallbacks, frames decoded per clip).
+Long videos: render them with ``demo-data --seconds 30-30`` (see the command's help).
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
+import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,18 +34,20 @@ from core.backend import Backend
 from core.runfiles import atomic_write_json
 from models.networks import cnn2d, cnn3d
 from pipelines.data.dataset import scan_dataset
+from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.preflight import probe_video
 from pipelines.data.records import VideoRecord
 from pipelines.video.cache import ClipCache
 from pipelines.video.clips import ClipSpec, clip_rng, eval_indices, train_indices
-from pipelines.video.loader import make_clip_loader
+from pipelines.video.loader import ClipLoader, make_clip_loader
+from workflow.bench.peers import check_peers, peer_pass
 
 
 @dataclass
 class LoaderTiming:
     """One timed pass over the benchmark videos."""
 
-    loader: str  # "reference" | "project"
+    loader: str  # "reference" | "project" | a peer ("torchcodec", "decord")
     cache: str  # "off" | "cold" (first pass, writes the cache) | "warm"
     clips: int
     frames: int
@@ -44,9 +55,11 @@ class LoaderTiming:
     clips_per_s: float
     frames_per_s: float
     data_ms_per_clip: float
-    cpu_ms_per_clip: float  # process CPU time (all threads) per clip: stable on a shared machine
+    cpu_ms_per_clip: float  # CPU time (all threads, and worker processes) per clip: stable on a shared machine
     speedup: float | None = None  # wall-clock, vs the reference
     cpu_speedup: float | None = None  # CPU time, vs the reference
+    frames_decoded_per_clip: float | None = None  # the project's PyAV route (None: every clip came from elsewhere)
+    decode_counts: dict[str, float] | None = None  # the project loader's counters (ClipLoader.decode_counts)
 
 
 @dataclass
@@ -63,6 +76,8 @@ class LoaderBenchResult:
     timings: list[LoaderTiming] = field(default_factory=list)
     cache_size_bytes: int = 0
     rejected: int = 0
+    peers: list[str] = field(default_factory=list)
+    vs_fastest_peer: float | None = None  # project (cache off) clips/s over the fastest peer's
     notes: str = ""
 
     def table(self) -> str:
@@ -70,23 +85,29 @@ class LoaderBenchResult:
             f"{self.mode} clips {self.spec['frames']}x{self.spec['size']}x{self.spec['size']} {self.spec['layout']}, "
             f"{self.n_videos} videos, batch {self.batch_size}, {self.device}, load avg {self.load_average}",
             f"{'loader':<10} {'cache':<6} {'clips':>6} {'clips/s':>9} {'frames/s':>10} {'ms/clip':>8} {'speedup':>8}"
-            f" {'cpu ms/clip':>12} {'cpu speedup':>12}",
+            f" {'cpu ms/clip':>12} {'cpu speedup':>12} {'decoded/clip':>13}",
         ]
         for t in self.timings:
             speedup = f"{t.speedup:.1f}x" if t.speedup is not None else "-"
             cpu_speedup = f"{t.cpu_speedup:.1f}x" if t.cpu_speedup is not None else "-"
+            decoded = f"{t.frames_decoded_per_clip:.1f}" if t.frames_decoded_per_clip is not None else "-"
             lines.append(
                 f"{t.loader:<10} {t.cache:<6} {t.clips:>6} {t.clips_per_s:>9.1f} {t.frames_per_s:>10.0f} "
-                f"{t.data_ms_per_clip:>8.1f} {speedup:>8} {t.cpu_ms_per_clip:>12.1f} {cpu_speedup:>12}"
+                f"{t.data_ms_per_clip:>8.1f} {speedup:>8} {t.cpu_ms_per_clip:>12.1f} {cpu_speedup:>12} {decoded:>13}"
             )
+        if self.vs_fastest_peer is not None:
+            lines.append(f"project (cache off) / fastest peer: {self.vs_fastest_peer:.2f}x clips/s")
         if self.cache_size_bytes:
             lines.append(f"cache size on disk: {self.cache_size_bytes / 2**20:.1f} MiB")
         return "\n".join(lines)
 
 
-def scan_videos(data_root: str | os.PathLike[str], limit: int | None = None) -> list[VideoRecord]:
+def scan_videos(
+    data_root: str | os.PathLike[str], limit: int | None = None, keyframes: KeyframeIndexes | None = None
+) -> list[VideoRecord]:
     """Usable videos of a UCF101-layout folder (``pipelines.data.dataset`` scan, ``pipelines.data.preflight``
-    probe), evenly thinned to ``limit``. Files the probe rejects are left out."""
+    probe), evenly thinned to ``limit``. Files the probe rejects are left out. The probes' keyframe
+    indexes go to ``keyframes``, as ``prepare`` stores them with a run."""
 
     files = scan_dataset(data_root)
     if limit is not None and limit < len(files):
@@ -95,6 +116,8 @@ def scan_videos(data_root: str | os.PathLike[str], limit: int | None = None) -> 
     records = []
     for file in files:
         probe = probe_video(file.path)
+        if probe.ok and keyframes is not None:
+            keyframes.add(str(file.path), probe.keyframes)
         if probe.ok:
             records.append(
                 VideoRecord(
@@ -191,11 +214,17 @@ def reference_loader(records: list[VideoRecord], spec: ClipSpec, batch_size: int
     return run_pass
 
 
+def _children_cpu_seconds() -> float:
+    """CPU time of this process's finished child processes (DataLoader workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(name: str, cache: str, run_pass: Callable[[], int], frames_per_clip: int) -> LoaderTiming:
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start = time.perf_counter(), time.process_time() + _children_cpu_seconds()
     clips = run_pass()
     seconds = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu_start
+    cpu_seconds = time.process_time() + _children_cpu_seconds() - cpu_start
     return LoaderTiming(
         loader=name,
         cache=cache,
@@ -207,6 +236,62 @@ def _timed(name: str, cache: str, run_pass: Callable[[], int], frames_per_clip: 
         data_ms_per_clip=round(1000 * seconds / max(clips, 1), 2),
         cpu_ms_per_clip=round(1000 * cpu_seconds / max(clips, 1), 2),
     )
+
+
+@dataclass
+class _ProjectLoader:
+    """The project's loaders of one benchmark, and their timed passes."""
+
+    records: list[VideoRecord]
+    spec: ClipSpec
+    backend: Backend
+    batch_size: int
+    num_threads: int
+    cache_max_bytes: int | None
+    keyframes: KeyframeIndexes
+    rejected: set[str] = field(default_factory=set)  # paths any pass rejected
+
+    def loader(self, cache_path: Path | None) -> ClipLoader:
+        return make_clip_loader(
+            self.records,
+            self.spec,
+            self.backend,
+            batch_size=self.batch_size,
+            cache_dir=cache_path,
+            num_threads=self.num_threads,
+            cache_max_bytes=self.cache_max_bytes,
+            keyframes=self.keyframes,
+        )
+
+    def timed(self, cache_name: str, loader: ClipLoader) -> LoaderTiming:
+        """One pass (an epoch) of ``loader``, with what its counters added during it."""
+
+        def run_pass() -> int:
+            count = sum(len(batch.video_ids) for batch in loader)
+            self.rejected.update(item.path for item in loader.rejected)
+            return count
+
+        before = loader.decode_counts()
+        timing = _timed("project", cache_name, run_pass, self.spec.frames)
+        after = loader.decode_counts()
+        counts = {key: after[key] - before[key] for key in after if key != "frames_decoded_per_clip"}
+        if counts["clips_decoded"]:
+            timing.frames_decoded_per_clip = round(counts["frames_decoded"] / counts["clips_decoded"], 2)
+        timing.decode_counts = counts
+        return timing
+
+
+def _peer_timing(peer: str, records: list[VideoRecord], spec: ClipSpec, batch_size: int) -> LoaderTiming:
+    peer_pass(peer, records[:1], spec, 1)()  # warm-up: imports and first calls are not data time
+    return _timed(peer, "off", peer_pass(peer, records, spec, batch_size), spec.frames)
+
+
+def timed_peer(peer: str, records: list[VideoRecord], spec: ClipSpec, batch_size: int) -> LoaderTiming:
+    """One timed pass of ``peer`` in a fresh interpreter, as a user would run it: its DataLoader
+    then forks worker processes from a process without DALI's or the project loader's threads
+    (forking those can hang the workers)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_peer_timing, peer, records, spec, batch_size).result()
 
 
 def bench_loader(
@@ -221,38 +306,29 @@ def bench_loader(
     batch_size: int = 8,
     num_threads: int = 2,
     out: str | os.PathLike[str] | None = None,
+    peers: Sequence[str] = (),
+    cache_max_bytes: int | None = None,
 ) -> LoaderBenchResult:
-    """Time the reference loader and the project loader (cache off, and cold then warm when
-    ``cache``) over the same videos; write the result as JSON to ``out`` (a ``.json`` file or a
-    folder; default ``./bench/loader.json``). The cache passes use a new temporary folder of their
-    own, created beside the JSON (the same disk as before) and removed afterwards: "cold" is cold,
-    and no folder the benchmark did not create is ever emptied.
+    """Time the reference loader, the project loader (cache off, and cold then warm when
+    ``cache``: two passes of one loader, as two epochs) and each of ``peers`` over the same videos;
+    write the result as JSON to ``out`` (a ``.json`` file or a folder; default ``./bench/loader.json``).
+    The cache passes use a new temporary folder of their own, created beside the JSON (the same disk
+    as before) and removed afterwards: "cold" is cold, and no folder the benchmark did not create is
+    ever emptied. The cache is limited to ``cache_max_bytes`` (default: the cache's own default).
     """
+    check_peers(peers)
     out_path = Path(out) if out is not None else Path("bench") / "loader.json"
     if out_path.suffix != ".json":
         out_path = out_path / "loader.json"
-    records = scan_videos(data_root, clips)
+    keyframes = KeyframeIndexes()
+    records = scan_videos(data_root, clips, keyframes)
     spec = bench_spec(frames, size, mode)
 
-    rejected: set[str] = set()
-
-    def project_pass(cache_path: Path | None) -> Callable[[], int]:
-        loader = make_clip_loader(
-            records, spec, backend, batch_size=batch_size, cache_dir=cache_path, num_threads=num_threads
-        )
-
-        def run_pass() -> int:
-            count = 0
-            for batch in loader:
-                count += len(batch.video_ids)
-            rejected.update(item.path for item in loader.rejected)
-            return count
-
-        return run_pass
+    project = _ProjectLoader(records, spec, backend, batch_size, num_threads, cache_max_bytes, keyframes)
 
     # Warm-up on one video: library imports and first-call set-up are not data time.
     reference_loader(records[:1], spec, batch_size)()
-    list(make_clip_loader(records[:1], spec, backend, batch_size=1))
+    list(make_clip_loader(records[:1], spec, backend, batch_size=1, keyframes=keyframes))
 
     result = LoaderBenchResult(
         data_root=str(data_root),
@@ -267,22 +343,32 @@ def bench_loader(
     )
     reference = _timed("reference", "off", reference_loader(records, spec, batch_size), frames)
     result.timings.append(reference)
-    result.timings.append(_timed("project", "off", project_pass(None), frames))
+    uncached = project.timed("off", project.loader(None))
+    result.timings.append(uncached)
+    for peer in peers:
+        result.timings.append(timed_peer(peer, records, spec, batch_size))
     if cache:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".loader-cache-", dir=out_path.parent) as cache_path:
-            result.timings.append(_timed("project", "cold", project_pass(Path(cache_path)), frames))
-            result.timings.append(_timed("project", "warm", project_pass(Path(cache_path)), frames))
+            cached = project.loader(Path(cache_path))  # cold then warm: two epochs of one training run
+            result.timings.append(project.timed("cold", cached))
+            result.timings.append(project.timed("warm", cached))
             result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
+    result.peers = list(peers)
+    peer_rates = [t.clips_per_s for t in result.timings if t.loader in peers]
+    if peer_rates:
+        result.vs_fastest_peer = round(uncached.clips_per_s / max(peer_rates), 3)
     for timing in result.timings[1:]:
         timing.speedup = round(reference.seconds / timing.seconds, 2) if timing.seconds > 0 else math.inf
         timing.cpu_speedup = round(reference.cpu_ms_per_clip / max(timing.cpu_ms_per_clip, 1e-6), 2)
-    result.rejected = len(rejected)
+    result.rejected = len(project.rejected)
     result.notes = (
         "Wall-clock of one full pass each, after a one-video warm-up; reference = cv2.VideoCapture "
         "decoding every frame + per-frame torchvision/PIL transforms + torch.stack, single-threaded "
         "(torch intra-op threads 1); cpu_ms_per_clip = process CPU time of all threads per clip; "
-        f"project = PyAV/DALI decode on {num_threads} threads + DALI augmentation. load_average is "
+        f"project = PyAV/DALI decode on {num_threads} threads + DALI augmentation, with the probe's keyframe "
+        "index (as after prepare); peers = their decoder in a torch DataLoader with 2 worker processes + "
+        "torchvision transforms.v2 on the whole clip (cpu time includes the workers). load_average is "
         "the 1/5/15-minute load when the benchmark started (other processes share the CPU)."
     )
     atomic_write_json(out_path, asdict(result))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -40,7 +41,12 @@ def test_run_deep_writes_a_valid_result_and_skips_finished_work(run_dir, backend
     assert result.config["profile"] == "tiny" and result.config["normalization"]["mean"][0] == pytest.approx(0.485)
     # CPU decoding: the clip cache is on by default; its first pass decodes with PyAV, later reads hit it.
     assert result.config["cache"] is True
-    assert set(result.config["decode_routes"]) == {"pyav", "cache"} and result.config["decode_fallbacks"] == {}
+    decode = result.config["decode"]  # one place for how clips were decoded
+    assert set(decode["routes"]) == {"pyav", "cache"} and decode["fallbacks"] == {}
+    assert decode["clips_decoded"] > 0 and decode["sequential_fallbacks"] == 0
+    # This run has no keyframes.npz: each video is indexed on first use, once (loaders sharing an
+    # index count only their own scans).
+    assert 0 < decode["keyframe_scans"] <= len(read_videos_csv(run_dir / "videos.csv"))
     cost = result.cost
     assert cost.parameters == 11_178_051 and cost.flops_per_clip > 1e7
     assert len(cost.epoch_seconds) == 1 and cost.fit_seconds > 0
@@ -132,7 +138,7 @@ def test_cli_deep_with_cache_off_and_label_smoothing_reports_rejected_videos(tmp
     assert saved.config["cache"] is False and saved.config["label_smoothing"] == pytest.approx(0.2)
     # Without the cache every clip is decoded by DALI's CPU decoder (MJPEG); the broken files are
     # isolated and rejected, not counted as decoded.
-    assert list(saved.config["decode_routes"]) == ["dali-cpu"] and saved.config["decode_fallbacks"] == {}
+    assert list(saved.config["decode"]["routes"]) == ["dali-cpu"] and saved.config["decode"]["fallbacks"] == {}
     assert not any((run_dir / "cache").rglob("*.*"))  # nothing decoded into the clip cache
     assert "decoded-clip cache" not in result.output
     assert "Left/broken_test" not in {p.video_id for p in saved.predictions}
@@ -150,6 +156,18 @@ def test_cli_deep_with_cache_off_and_label_smoothing_reports_rejected_videos(tmp
     assert cached.exit_code == 0, cached.output
     size = sum(path.stat().st_size for path in (run_dir / "cache").rglob("*") if path.is_file())
     assert size > 0 and f"decoded-clip cache: {size / 2**20:.1f} MiB in {run_dir / 'cache'}" in cached.output
+    decode = load_result(run_dir / "results" / "cnn2d.json").config["decode"]
+    assert decode["cache_misses"] > 0 and f"hit rate {100 * decode['cache_hit_rate']:.0f}%" in cached.output
+    # A limit far below what the run decodes: the run finishes with the cache under it, keeping the
+    # entries it uses and leaving out what does not fit (see ClipCache._make_room), and says so.
+    limit = size // 3
+    shutil.rmtree(run_dir / "cache")
+    bounded = CliRunner().invoke(main, [*args[:-4], "--cache", "on", "--cache-max-gb", str(limit / 1e9), "--force"])
+    assert bounded.exit_code == 0, bounded.output
+    decode = load_result(run_dir / "results" / "cnn2d.json").config["decode"]
+    assert decode["cache_not_stored"] > 0 and decode["cache_max_bytes"] == limit
+    assert sum(path.stat().st_size for path in (run_dir / "cache").rglob("*") if path.is_file()) <= limit
+    assert f"{decode['cache_evictions']} evicted, {decode['cache_not_stored']} not stored)" in bounded.output
 
 
 def _deep_args(run_dir, *more):
@@ -187,6 +205,8 @@ def test_changed_settings_retrain_and_speed_only_settings_keep_the_result(tmp_pa
     stamp = path.stat().st_mtime_ns
     same = CliRunner().invoke(main, _deep_args(run_dir, "--cache", "off"))  # speed only: kept
     assert same.exit_code == 0 and "retraining" not in same.output and path.stat().st_mtime_ns == stamp
+    limited = CliRunner().invoke(main, _deep_args(run_dir, "--cache", "on", "--cache-max-gb", "0.5"))  # speed only
+    assert limited.exit_code == 0 and "retraining" not in limited.output and path.stat().st_mtime_ns == stamp
     changed = CliRunner().invoke(main, _deep_args(run_dir, "--pooling", "max"))
     assert changed.exit_code == 0, changed.output
     assert f"{path} was trained with other settings (pooling: 'avg' -> 'max'): retraining cnn2d" in changed.output

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from cli import main
 from core.runfiles import append_rejected, read_rejected
+from pipelines.data.keyframes import load_keyframe_indexes
 from pipelines.data.preflight import MIN_FRAMES
 from pipelines.data.prepare import prepare_run
 from pipelines.data.records import read_videos_csv
@@ -63,6 +64,11 @@ def test_prepare_end_to_end_and_noop_rerun(tree: Path, tmp_path: Path) -> None:
     rejected = read_rejected(run)
     assert [(Path(row["path"]).name, row["stage"]) for row in rejected] == [("v_Punch_g09_c01.avi", "prepare")]
     assert rejected[0]["reason"].startswith("not a video file")
+
+    # Every usable video's keyframe index is stored with the run (the loaders seek with it).
+    indexes = load_keyframe_indexes(run / "keyframes.npz")
+    assert sorted(indexes) == sorted(r.path for r in records)
+    assert all(index.frames == MIN_FRAMES for _, index in indexes.values())
 
     meta = json.loads((run / "run.json").read_text())
     assert meta["seed"] == 3 and meta["config"]["split"] == "group" and meta["class_names"] == sorted(CLASSES)

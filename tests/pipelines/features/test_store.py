@@ -200,6 +200,10 @@ def test_cli_features_and_bench_features(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["n_videos"] >= 2 and report["kernel_ms_per_video"] > 0 and report["decode_videos_per_s"] > 0
+    # The MPEG-4 video is decoded by PyAV (the VP9 ones by DALI): counted, with the probe's index.
+    counts = report["decode_counts"]
+    assert counts["clips_decoded"] == 1 and counts["sequential_fallbacks"] == 0 and counts["keyframe_scans"] == 0
+    assert report["frames_decoded_per_clip"] > 0
 
     result = runner.invoke(main, ["features", "--run", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "cli.py prepare" in result.output

@@ -236,30 +236,64 @@ def test_codecs_decode_to_the_source_frames(tmp_path: Path, backend, codec: str)
     assert error.max() < 4, error  # neighbouring frames differ by more than 6 on average
 
 
+def dali_decode(path: str, indices: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """``fn.decoders.video`` (as the loader's encoded route uses it) on one file: (T, H, W, 3)."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None if device == "cpu" else 0, prefetch_queue_depth=1)
+    def decode_pipeline():  # type: ignore[no-untyped-def]
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8)
+        frames = fn.external_source(name="indices", dtype=types.INT32)
+        return fn.decoders.video(encoded, frames=frames, device=device)
+
+    pipe = decode_pipeline()
+    pipe.build()
+    pipe.feed_input("encoded", [np.fromfile(path, np.uint8)])
+    pipe.feed_input("indices", [np.asarray(indices, np.int32)])
+    (output,) = pipe.run()
+    return np.array(output.as_cpu()[0] if device != "cpu" else output[0])
+
+
 def test_dali_cpu_decoder_matches_pyav_on_vp9(videos) -> None:  # type: ignore[no-untyped-def]
     """Same VP9 file, same frames: DALI (libavcodec) vs PyAV. Both decode the same YUV; they
     differ only in YUV->RGB conversion (chroma upsampling, rounding): on smooth content the
     mean absolute difference is below 2 grey levels and no pixel differs by more than 40."""
-    from nvidia.dali import fn, pipeline_def, types
-
-    @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1)
-    def decode_pipeline():  # type: ignore[no-untyped-def]
-        encoded = fn.external_source(name="encoded", dtype=types.UINT8)
-        indices = fn.external_source(name="indices", dtype=types.INT32)
-        return fn.decoders.video(encoded, frames=indices, device="cpu")
-
     record = videos[0]
     indices = np.array([0, 5, 11, 19], np.int32)
-    pipe = decode_pipeline()
-    pipe.build()
-    pipe.feed_input("encoded", [np.fromfile(record.path, np.uint8)])
-    pipe.feed_input("indices", [indices])
-    (output,) = pipe.run()
-    dali_frames = np.array(output[0]).astype(int)
+    dali_frames = dali_decode(record.path, indices).astype(int)
     pyav_frames = decode_frames(record.path, indices).astype(int)
     assert dali_frames.shape == pyav_frames.shape
     difference = np.abs(dali_frames - pyav_frames)
     assert difference.mean() < 2 and difference.max() <= 40
+
+
+def assert_exact_frames(decoded: np.ndarray, indices: list[int], full: np.ndarray, tolerance: float) -> None:
+    """Each decoded frame is within ``tolerance`` (mean grey levels: colour conversion) of its own
+    frame of a sequential decode, and closer to it than to either neighbour."""
+    for row, index in enumerate(indices):
+        neighbourhood = (index - 1, index, index + 1)
+        errors = {i: np.abs(decoded[row].astype(int) - full[i].astype(int)).mean() for i in neighbourhood}
+        assert errors[index] < tolerance and errors[index] < min(errors[index - 1], errors[index + 1]), (index, errors)
+
+
+def test_dali_cpu_decoder_seeks_to_the_exact_frames(tmp_path: Path) -> None:
+    """VP9 with a keyframe every 12 frames: DALI's decoder seeks with its own index; the frames it
+    returns are those a sequential decode gives at the same numbers."""
+    path = tmp_path / "v.webm"
+    write_video(path, moving_frames(60, seed=3), 25, "vp9", options={"g": "12"})
+    indices = [37, 41, 50, 13, 58]
+    assert_exact_frames(dali_decode(str(path), np.array(indices)), indices, decode_frames(path), 2)
+
+
+@pytest.mark.gpu
+def test_nvdec_seeks_to_the_exact_frames_of_h264_with_b_frames(tmp_path: Path) -> None:
+    """The GPU route: NVDEC on H.264 with B-frames and a keyframe every 12 frames gives the frames of
+    a sequential PyAV decode (NVDEC converts colour its own way: a looser tolerance)."""
+    resolve_backend("gpu")  # fails clearly if the GPU is unusable (the marker skips without one)
+    path = tmp_path / "v.mp4"
+    write_video(path, moving_frames(60, seed=4), 25, "h264", options={"g": "12", "bf": "3"})
+    indices = [37, 41, 50, 13, 58]
+    assert_exact_frames(dali_decode(str(path), np.array(indices), device="mixed"), indices, decode_frames(path), 4)
 
 
 @pytest.mark.parametrize("codec", ["vp9", "mpeg4"])

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from core.backend import resolve_backend
 from core.runfiles import read_json
 from pipelines.video.codecs import write_video
 from workflow.bench.loader import bench_loader, scan_videos
+from workflow.bench.peers import check_peers
 
 
 def test_bench_loader_writes_json_and_leaves_other_folders_alone(tmp_path: Path) -> None:
@@ -42,3 +44,29 @@ def test_bench_loader_writes_json_and_leaves_other_folders_alone(tmp_path: Path)
     assert all(t["clips"] == 3 and t["clips_per_s"] > 0 for t in saved["timings"])
     assert saved["cache_size_bytes"] > 0 and saved["spec"]["layout"] == "BTCHW"
     assert "reference" in result.table()
+    project = saved["timings"][1]
+    # The MPEG-4 and H.264 videos go through PyAV (the VP9 one through DALI): counted, none sequential.
+    assert project["decode_counts"]["clips_decoded"] == 2 and project["decode_counts"]["sequential_fallbacks"] == 0
+    assert project["frames_decoded_per_clip"] > 0
+
+
+def test_bench_loader_times_the_peers_on_the_same_clips(tmp_path: Path) -> None:
+    pytest.importorskip("torchcodec")
+    pytest.importorskip("decord")
+    data = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    for name in ("Jump/v_Jump_g01_c01", "Run/v_Run_g01_c01"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        write_video(data / f"{name}.mp4", rng.integers(0, 255, (12, 24, 32, 3), dtype=np.uint8), 25, "h264")
+    result = bench_loader(
+        data, resolve_backend("cpu"), frames=4, cache=False, batch_size=2, out=tmp_path, peers=["torchcodec", "decord"]
+    )
+    assert [t.loader for t in result.timings] == ["reference", "project", "torchcodec", "decord"]
+    assert all(t.clips == 2 for t in result.timings)
+    assert result.vs_fastest_peer is not None and result.vs_fastest_peer > 0
+    assert read_json(tmp_path / "loader.json")["peers"] == ["torchcodec", "decord"]
+
+
+def test_an_unknown_peer_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown peer 'pyav'; choose from torchcodec, decord"):
+        check_peers(["pyav"])

@@ -1,0 +1,71 @@
+"""The keyframe index: frame numbers from timestamps, keyframes in presentation order, refusal of
+unusable timestamps, storage with the run and re-indexing of changed videos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.data.keyframes import (
+    KeyframeIndexes,
+    index_from_packets,
+    load_keyframe_indexes,
+    save_keyframe_indexes,
+    scan_keyframe_index,
+)
+from pipelines.data.preflight import probe_video
+from pipelines.video.codecs import write_video
+
+
+def test_frame_numbers_follow_presentation_order() -> None:
+    """B-frames: packets in decode order (I P B B P B B) with their pts; frame i is the i-th pts."""
+    pts = [0, 3, 1, 2, 6, 4, 5]
+    dts = [-1, 0, 1, 2, 3, 4, 5]
+    index = index_from_packets(pts, dts, [True, False, False, False, True, False, False])
+    assert index is not None and index.frames == 7
+    np.testing.assert_array_equal(index.keyframes, [0, 6])
+    np.testing.assert_array_equal(index.seek_targets, [[0, -1], [6, 3]])  # pts, then dts
+    assert [index.frame_number(p) for p in (0, 3, 5, 6, 7, None)] == [0, 3, 5, 6, None, None]
+    assert [index.keyframe_before(frame) for frame in (0, 5, 6, 40)] == [0, 0, 1, 1]
+
+
+def test_unusable_timestamps_give_no_index() -> None:
+    assert index_from_packets([0, None, 2], [0, 1, 2], [True, False, False]) is None
+    assert index_from_packets([0, 1, 1], [0, 1, 2], [True, False, False]) is None
+    assert index_from_packets([], [], []) is None
+    late = index_from_packets([5, 3, 4], [2, 3, 4], [False, False, True])  # the keyframe is frame 1
+    assert late is not None and late.keyframe_before(0) is None and late.keyframe_before(2) == 0
+
+
+def test_the_probe_indexes_the_video_and_the_index_survives_storage(tmp_path: Path) -> None:
+    video = tmp_path / "v.mp4"
+    frames = np.random.default_rng(0).integers(0, 255, (30, 32, 48, 3), dtype=np.uint8)
+    write_video(video, frames, 25, "h264", options={"g": "10"})
+    probe = probe_video(video)
+    scanned = scan_keyframe_index(video)
+    assert probe.ok and probe.keyframes is not None and scanned is not None
+    assert probe.keyframes.frames == probe.frames == 30
+    np.testing.assert_array_equal(probe.keyframes.pts, scanned.pts)
+    np.testing.assert_array_equal(probe.keyframes.keyframes, scanned.keyframes)
+
+    stored = tmp_path / "keyframes.npz"
+    save_keyframe_indexes(stored, {str(video): probe.keyframes})
+    ((signature, loaded),) = load_keyframe_indexes(stored).values()
+    assert signature == (video.stat().st_size, video.stat().st_mtime_ns)
+    for name in ("pts", "keyframes", "seek_targets"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(probe.keyframes, name))
+
+    indexes = KeyframeIndexes(stored)
+    assert indexes.get(str(video)) is not None and indexes.scanned == 0  # from the run's file
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    fresh = KeyframeIndexes(stored)
+    assert fresh.get(str(video)) is not None and fresh.scanned == 1  # the video changed: indexed again
+
+
+def test_a_missing_or_foreign_index_file_is_ignored(tmp_path: Path) -> None:
+    assert load_keyframe_indexes(tmp_path / "missing.npz") == {}
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert load_keyframe_indexes(tmp_path / "bad.npz") == {}
+    assert KeyframeIndexes(tmp_path / "bad.npz").get(str(tmp_path / "nothing.mp4")) is None

@@ -1,0 +1,136 @@
+"""The seeking decoder gives exactly the frames of a full sequential decode, on the codecs and
+container quirks that make seeking hard (B-frames, open GOPs, AVI timestamps), with a bounded
+amount of decoding per clip; without a usable index it decodes sequentially and says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from av.video.frame import PictureType
+
+from pipelines.data.keyframes import scan_keyframe_index
+from pipelines.video.codecs import codec_extension, write_video
+from pipelines.video.decode import DecodeError, decode_at, decode_frames
+
+FRAMES = 72
+GOP = 12
+# Encoder settings that make seeking matter: a keyframe every 12 frames (the demo's defaults have
+# few keyframes), with B-frames where the codec has them.
+ENCODINGS = {
+    "h264-bframes": ("h264", {"g": str(GOP), "bf": "3"}),
+    "h264-open-gop": ("h264", {"x264-params": f"keyint={GOP}:min-keyint={GOP}:open-gop=1:bframes=3:scenecut=0"}),
+    "mpeg4-avi": ("mpeg4", {"g": str(GOP)}),  # UCF101-like: qmin/qmax from the codec's defaults
+    "mpeg4-avi-bframes": ("mpeg4", {"g": str(GOP), "bf": "2"}),
+    "vp9": ("vp9", {"g": str(GOP)}),
+    "mjpeg": ("mjpeg", {}),  # every frame a keyframe
+}
+
+
+def moving_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """A square moving across a gradient that changes every frame: neighbouring frames differ."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames = np.empty((count, height, width, 3), np.uint8)
+    for t in range(count):
+        frames[t, ..., 0] = (xx * 3 + t * 5) % 256
+        frames[t, ..., 1] = (yy * 4 + t * 3) % 256
+        frames[t, ..., 2] = (t * 9) % 256
+        x0 = (2 * t) % (width - 10)
+        frames[t, 10:22, x0 : x0 + 10] = 255
+    return frames
+
+
+@pytest.fixture(scope="module", params=list(ENCODINGS))
+def encoded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    codec, options = ENCODINGS[request.param]
+    path = tmp_path_factory.mktemp(request.param) / f"v{codec_extension(codec)}"
+    write_video(path, moving_frames(FRAMES), 25, codec, options=options)
+    return request.param, path
+
+
+def picture_types(path: Path) -> set[PictureType]:
+    with av.open(str(path)) as container:
+        return {PictureType(frame.pict_type) for frame in container.decode(video=0)}
+
+
+def test_the_encodings_have_what_makes_seeking_hard(encoded: tuple[str, Path]) -> None:
+    name, path = encoded
+    index = scan_keyframe_index(path)
+    assert index is not None and index.frames == FRAMES
+    assert len(index.keyframes) >= FRAMES // GOP  # seeking has somewhere to go
+    if "bframes" in name or "open-gop" in name:
+        assert PictureType.B in picture_types(path)  # frames are stored out of presentation order
+
+
+def test_seeking_gives_the_frames_of_a_sequential_decode(encoded: tuple[str, Path]) -> None:
+    """Every window position (clip-like: every 2nd frame; and scattered frames), with one and two
+    decoder threads: the same pixels as decoding everything from frame 0."""
+    name, path = encoded
+    full = decode_frames(path)
+    assert len(full) == FRAMES
+    index = scan_keyframe_index(path)
+    routes = set()
+    for threads in (1, 2):
+        for start in range(0, FRAMES - 8):
+            for wanted in (np.arange(start, start + 8, 2), np.array([start, FRAMES - 1, start + 5, start])):
+                decoded = decode_at(path, wanted, index=index, codec_threads=threads)
+                routes.add(decoded.route)
+                np.testing.assert_array_equal(decoded.read(wanted), full[wanted], err_msg=f"{name} {wanted}")
+    assert routes == {"seek", "start"}
+
+
+def test_a_clip_costs_the_same_anywhere_in_the_video(encoded: tuple[str, Path]) -> None:
+    """Decoding starts at the keyframe before the clip: a late clip decodes no more frames than an
+    early one (at most a GOP before it, the clip's span and the B-frame delay)."""
+    _, path = encoded
+    index = scan_keyframe_index(path)
+    late = decode_at(path, np.arange(FRAMES - 10, FRAMES, 2), index=index, codec_threads=1)
+    assert late.route == "seek" and late.frames_decoded <= GOP + 10 + 4
+
+
+def test_frames_are_shrunk_to_the_short_side(encoded: tuple[str, Path]) -> None:
+    _, path = encoded
+    decoded = decode_at(path, [30, 32], 24, index=scan_keyframe_index(path))
+    assert decoded.read([30, 32]).shape == (2, 24, 32, 3)
+
+
+def test_without_a_usable_index_frames_are_decoded_sequentially(tmp_path: Path) -> None:
+    """No index, or an index of another file (a stale one): the sequential route, counted as
+    such, and still the right frames, never the frames the wrong index points at."""
+    path, other = tmp_path / "a.mp4", tmp_path / "b.webm"
+    write_video(path, moving_frames(FRAMES), 25, "h264", options={"g": str(GOP)})
+    write_video(other, moving_frames(FRAMES)[::-1], 25, "vp9", options={"g": str(GOP)})
+    full = decode_frames(path)
+    wanted = np.array([50, 52, 54])
+    for index in (None, scan_keyframe_index(other)):
+        decoded = decode_at(path, wanted, index=index)
+        assert decoded.route == "sequential" and decoded.frames_decoded == 55
+        np.testing.assert_array_equal(decoded.read(wanted), full[wanted])
+
+
+def test_a_short_tail_reads_as_the_last_frame_and_a_long_one_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "a.avi"
+    write_video(path, moving_frames(40), 25, "mpeg4", options={"g": str(GOP)})
+    full, index = decode_frames(path), scan_keyframe_index(path)
+    for given in (index, None):
+        np.testing.assert_array_equal(decode_at(path, [38, 41], index=given).read([38, 41]), full[[38, 39]])
+        with pytest.raises(DecodeError, match="only 40 frames decodable, frame 59 requested"):
+            decode_at(path, [50, 59], index=given)
+
+
+def test_a_video_gone_since_prepare_is_a_decode_error_with_the_fix(tmp_path: Path) -> None:
+    """Deleted (or moved) after `prepare` indexed it: with its stored index or without one, the
+    seeking decoder rejects it with the same line as the DALI routes, naming the fix."""
+    path = tmp_path / "a.avi"
+    write_video(path, moving_frames(40), 25, "mpeg4", options={"g": str(GOP)})
+    index = scan_keyframe_index(path)
+    path.unlink()
+    for given in (index, None):
+        with pytest.raises(DecodeError) as error:
+            decode_at(path, [20, 22], index=given)
+        assert str(error.value) == (
+            f"{path}: cannot read it (No such file or directory); if it was moved or deleted, rerun "
+            "`python cli.py prepare` to index the folder again"
+        )
