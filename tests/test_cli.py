@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cli import INTERRUPTED
+from models.classical.persist import MODEL_SUFFIX
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "ACTIONBENCH_DEVICE": "cpu", "MPLBACKEND": "Agg"}
@@ -126,7 +127,7 @@ def test_ctrl_c_in_deep_and_classical_exits_130_with_the_message_of_run(run_dir:
     assert "Traceback" not in ended.stdout and "Aborted!" not in ended.stdout
     # classical: once its first model is saved, while the others train.
     ended = _interrupt_when(
-        run / "models" / "svm.joblib",
+        run / "models" / f"svm{MODEL_SUFFIX}",
         _cli("classical", "--run", str(run), "--profile", "tiny", "--force", "--learning-curve"),
     )
     assert ended.returncode == 130 and INTERRUPTED in ended.stdout, ended.stdout
