@@ -369,6 +369,13 @@ def _current_cuda_device() -> int:
     return torch.cuda.current_device()
 
 
+def interrupted(error: RuntimeError) -> bool:
+    """Whether a pipeline error is the user's Ctrl-C: DALI reports a KeyboardInterrupt raised
+    inside a Python stage (the CPU ``python_function``) as a RuntimeError, which the loader would
+    otherwise take for a failed decode route and send the batch to PyAV, swallowing the Ctrl-C."""
+    return "KeyboardInterrupt" in str(error)
+
+
 class ScheduledPipeline:
     """A pipeline fed one batch at a time and run ahead of its consumer (DALI's scheduled API).
 
@@ -433,6 +440,8 @@ class ScheduledPipeline:
             try:
                 (output,) = self.pipe.outputs()
             except RuntimeError as exc:
+                if interrupted(exc):
+                    raise KeyboardInterrupt from exc
                 output = exc
             if head in self._dropped:
                 self._dropped.discard(head)

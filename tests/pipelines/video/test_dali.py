@@ -210,6 +210,33 @@ def test_scheduled_pipeline_runs_ahead_and_keeps_batches_apart(tmp_path, depth: 
     assert np.array_equal(np.asarray(scheduled.run(batch(1, 2)).as_tensor())[0], reference[2:4])
 
 
+def test_ctrl_c_inside_a_python_stage_is_an_interrupt_not_a_failed_batch() -> None:
+    """DALI turns a KeyboardInterrupt raised in a ``python_function`` into a RuntimeError; the
+    scheduled pipeline raises it as KeyboardInterrupt (a failed batch would be rerouted to PyAV,
+    and the Ctrl-C lost), while other errors of a Python stage stay failed batches."""
+
+    def stage(batch: list[np.ndarray]) -> list[np.ndarray]:
+        if float(batch[0][0]) == 1.0:
+            raise KeyboardInterrupt
+        if float(batch[0][0]) == 2.0:
+            raise ValueError("a broken sample")
+        return batch
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1, exec_dynamic=True)
+    def python_stage():  # type: ignore[no-untyped-def]
+        values = fn.external_source(name="values", dtype=types.FLOAT)
+        return fn.python_function(values, function=stage, batch_processing=True)
+
+    pipe = python_stage()
+    pipe.build()
+    scheduled = ScheduledPipeline(pipe)
+    with pytest.raises(RuntimeError, match="a broken sample") as failed:
+        scheduled.run({"values": [np.array([2.0], np.float32)]})
+    assert not isinstance(failed.value, KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        scheduled.run({"values": [np.array([1.0], np.float32)]})
+
+
 def _run_once(encoded: np.ndarray, indices: list[int]) -> np.ndarray:
     pipe = _decode_first_frames(prefetch_queue_depth=1)
     pipe.build()
