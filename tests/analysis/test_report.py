@@ -321,28 +321,34 @@ def test_statistics_json_has_the_group_format(report: Path):
         assert pair["difference"]["low"] <= pair["difference"]["estimate"] <= pair["difference"]["high"]
 
 
-def test_group_bootstrap_recomputed_independently_agrees(report: Path):
-    """From the result files and videos.csv alone: resample groups, keep their videos, score with
-    scikit-learn; the percentile intervals agree with the report's within 0.04."""
-    run_dir = report.parent.parent
+def independent_group_intervals(run_dir: Path, model: str, resamples: int = 2000) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of accuracy and macro-F1 from ``results/<model>.json`` and
+    videos.csv alone: resample groups, keep their videos, score with scikit-learn."""
     groups = {r.video_id: r.group for r in read_videos_csv(run_dir / "videos.csv")}
-    stats = json.loads((report.parent / "statistics.json").read_text())
+    predictions = json.loads((run_dir / "results" / f"{model}.json").read_text())["predictions"]
+    by_group: dict[str, list[dict]] = {}
+    for p in predictions:
+        by_group.setdefault(groups[p["video_id"]], []).append(p)
+    names = sorted(by_group)
     rng = np.random.default_rng(12345)
+    accuracy, macro_f1 = [], []
+    for _ in range(resamples):
+        drawn = [p for g in rng.choice(names, len(names)) for p in by_group[g]]
+        truth = [p["true_label"] for p in drawn]
+        predicted = [p["pred_label"] for p in drawn]
+        accuracy.append(accuracy_score(truth, predicted))
+        macro_f1.append(f1_score(truth, predicted, average="macro", zero_division=0))
+    return {metric: tuple(np.percentile(values, [2.5, 97.5])) for metric, values in
+            (("accuracy", accuracy), ("macro_f1", macro_f1))}  # fmt: skip
+
+
+def test_group_bootstrap_recomputed_independently_agrees(report: Path):
+    """The percentile intervals recomputed from the result files and videos.csv alone agree with
+    the report's within 0.04."""
+    run_dir = report.parent.parent
+    stats = json.loads((report.parent / "statistics.json").read_text())
     for model in ("svm", "cnn2d"):
-        predictions = json.loads((run_dir / "results" / f"{model}.json").read_text())["predictions"]
-        by_group: dict[str, list[dict]] = {}
-        for p in predictions:
-            by_group.setdefault(groups[p["video_id"]], []).append(p)
-        names = sorted(by_group)
-        accuracy, macro_f1 = [], []
-        for _ in range(2000):
-            drawn = [p for g in rng.choice(names, len(names)) for p in by_group[g]]
-            truth = [p["true_label"] for p in drawn]
-            predicted = [p["pred_label"] for p in drawn]
-            accuracy.append(accuracy_score(truth, predicted))
-            macro_f1.append(f1_score(truth, predicted, average="macro", zero_division=0))
-        for metric, values in (("accuracy", accuracy), ("macro_f1", macro_f1)):
-            low, high = np.percentile(values, [2.5, 97.5])
+        for metric, (low, high) in independent_group_intervals(run_dir, model).items():
             reported = stats["models"][model][metric]
             assert abs(reported["low"] - low) <= 0.04 and abs(reported["high"] - high) <= 0.04
 

@@ -21,6 +21,7 @@ from core.metrics import classification_metrics
 from core.schema import Cost, ModelResult, Prediction, load_result
 from pipelines.data.records import fold_records, read_videos_csv
 from pipelines.features.store import load_features
+from tests.analysis.test_report import independent_group_intervals
 from tests.workflow.test_run import MODELS, REPO
 from tests.workflow.test_run import _wait_for as wait_for
 from workflow import stages
@@ -200,6 +201,15 @@ def test_tiny_run_with_three_folds_tests_every_video_once_and_resumes_per_fold(t
         assert sorted(p.video_id for p in pooled.predictions) == indexed, model
         assert [f.fold for f in pooled.folds or []] == [0, 1, 2] and pooled.config["outer_cv"]["folds"] == 3
     assert (run_dir / "report" / "index.html").is_file() and "3 outer folds by group" in result.output
+    # The report's uncertainty is over the groups of all three test folds, and agrees with a group
+    # bootstrap recomputed from the pooled predictions and videos.csv alone.
+    stats = json.loads((run_dir / "report" / "statistics.json").read_text())
+    assert stats["resampling_unit"] == "group" and stats["n_test_videos"] == len(records)
+    assert stats["n_test_groups"] == len({r.group for r in records}) and set(stats["models"]) == set(MODELS)
+    for model in ("rf", "cnn3d"):
+        for metric, (low, high) in independent_group_intervals(run_dir, model).items():
+            reported = stats["models"][model][metric]
+            assert abs(reported["low"] - low) <= 0.04 and abs(reported["high"] - high) <= 0.04, (model, metric)
 
 
 def test_ddp_trains_every_fold_and_rank_0_writes_the_pooled_result(tmp_path: Path) -> None:
