@@ -99,18 +99,35 @@ def test_a_read_only_run_folder_is_a_one_line_error_in_prepare_classical_and_ana
     assert error == f"Error: cannot read {read_only_copy / 'videos.csv'}: Permission denied; fix its permissions"
 
 
+def _like_a_terminal_job() -> None:
+    """In the child before exec: SIGINT handled by default and not blocked, as for a command started
+    in a terminal. A test process may pass on an ignored or blocked SIGINT (Python then installs no
+    KeyboardInterrupt handler, or the signal never arrives) and the command would run to its end."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_state(pid: int) -> str:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "signal state unknown"
+    return ", ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def _interrupt_when(marker: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
     """Start ``args``, press Ctrl-C (SIGINT to its process group, as a terminal does) once ``marker``
     exists, and return how it ended."""
     process = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # fmt: skip
+                               start_new_session=True, preexec_fn=_like_a_terminal_job)  # fmt: skip
     deadline = time.monotonic() + 300
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, f"finished before {marker.name} appeared:\n{process.stdout.read()}"
+    state = _signal_state(process.pid)
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(args, process.returncode, output)
+    return subprocess.CompletedProcess(args, process.returncode, f"{output}\n[{state} when SIGINT was sent]")
 
 
 @pytest.mark.slow
