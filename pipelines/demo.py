@@ -663,7 +663,9 @@ def generate_demo_dataset(
                 _write_clip(job)
                 bar.update()
         else:
-            with get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+            # Not "fork": a process that already built DALI pipelines (the backend probe, tests) can
+            # crash in a forked child when they are garbage-collected there.
+            with get_context("forkserver" if os.name == "posix" else "spawn").Pool(workers) as pool:
                 for _ in pool.imap_unordered(_write_clip, todo):
                     bar.update()
     return paths

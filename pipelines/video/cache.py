@@ -151,6 +151,7 @@ class ClipCache:
         self._entries: dict[tuple[str, int], tuple[Path, Path]] = {}
         self._checked_formats = False
         self._used: int | None = None  # bytes in the cache, as last counted plus what this instance added
+        self._writing = 0  # bytes made room for whose files are still being written (not on disk yet)
         self._lock = threading.Lock()
         self._opened = time.time()  # entries used since are in use (see _make_room)
         if max_bytes is not None and self.cache_dir.exists():
@@ -218,8 +219,16 @@ class ClipCache:
     def store(self, source: str | os.PathLike[str], short_side: int, frames: DecodedFrames) -> None:
         """Store ``frames`` as the entry of ``source`` if they fit under ``max_bytes`` (see
         :meth:`_make_room`)."""
-        if not self._make_room(int(frames.stored.nbytes) + 4096):  # + the .npy header and the sidecar
+        size = int(frames.stored.nbytes) + 4096  # + the .npy header and the sidecar
+        if not self._make_room(size):
             return
+        try:
+            self._write(source, short_side, frames)
+        finally:
+            with self._lock:
+                self._writing -= size if self.max_bytes is not None else 0
+
+    def _write(self, source: str | os.PathLike[str], short_side: int, frames: DecodedFrames) -> None:
         with self._lock:
             if not self._checked_formats:
                 self.remove_other_formats()
@@ -249,7 +258,8 @@ class ClipCache:
         first, entries nobody used since this cache was opened (down to :data:`EVICT_TO` of the
         limit). Entries in use (stored or read since) are kept: a cache smaller than what a run
         reads then holds a fixed share of it, instead of deleting each video shortly before the
-        next epoch reads it again (what plain LRU does to a cycle larger than the cache)."""
+        next epoch reads it again (what plain LRU does to a cycle larger than the cache). Room made
+        for entries still being written counts as used: they are not on disk for the scan yet."""
         if self.max_bytes is None:
             return True
         with self._lock:
@@ -257,9 +267,10 @@ class ClipCache:
                 self._used = self._scan_total()
             if self._used + size <= self.max_bytes:
                 self._used += size
+                self._writing += size
                 return True
             entries = self._scan()  # fresh: other processes may have added or deleted entries
-            total = sum(entry_bytes for _, entry_bytes, _ in entries)
+            total = self._writing + sum(entry_bytes for _, entry_bytes, _ in entries)
             for last_use, entry_bytes, frames_path in sorted(entries):
                 if total + size <= EVICT_TO * self.max_bytes or last_use >= self._opened:
                     break
@@ -269,6 +280,7 @@ class ClipCache:
                 self.evictions += 1
             fits = total + size <= self.max_bytes
             self._used = total + size if fits else total
+            self._writing += size if fits else 0
             self.not_stored += size > 0 and not fits
             return fits
 
