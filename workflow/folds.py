@@ -45,11 +45,10 @@ from pipelines.data.records import (
 )
 from pipelines.features.kernel import FeatureSpec
 from pipelines.features.store import (
-    extract_features,
     features_fingerprint,
     load_features,
     save_features,
-    stored_spec,
+    up_to_date_features,
     with_splits,
 )
 from pipelines.video.loader import RejectedVideo
@@ -152,12 +151,8 @@ def classical_folds(
 ) -> list[ModelResult]:
     """The classical stage in every fold's sub-run, then the pooled results (learning curve: fold 0).
     The run's features.npz is first brought up to date, as :func:`run_classical` does in one split."""
-    paths = RunPaths(run_dir)
-    if not paths.features_npz.exists():
-        raise FileNotFoundError(f"{paths.features_npz} not found; run `python cli.py features --run {run_dir}` first")
-    spec = stored_spec(paths.features_npz) or feature_spec or FeatureSpec()
-    extract_features(run_dir, backend, progress=progress, spec=spec, rejected=rejected)
-    records = read_videos_csv(paths.videos_csv)
+    up_to_date_features(run_dir, backend, default_spec=feature_spec, progress=progress, rejected=rejected)
+    records = read_videos_csv(RunPaths(run_dir).videos_csv)
     folds = fold_count(records)
     per_fold: list[list[ModelResult]] = []
     for fold in range(folds):

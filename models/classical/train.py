@@ -43,10 +43,9 @@ from pipelines.data.splits import group_strata
 from pipelines.features.kernel import FeatureSpec
 from pipelines.features.store import (
     FeatureSet,
-    extract_features,
     features_fingerprint,
     iter_feature_batches,
-    stored_spec,
+    up_to_date_features,
 )
 
 LEARNING_CURVE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
@@ -671,18 +670,13 @@ def run_classical(
     """Tune, fit and evaluate the classical models on ``RUN_DIR/features.npz``.
 
     Writes ``RUN_DIR/results/<model>.json`` and ``RUN_DIR/models/<model>.skops`` per model.
-    A features file made from another index than the run's current ``videos.csv`` and video files
-    (``prepare`` rerun, a video replaced) or one that cannot be read is recomputed first, with
-    the settings stored in it (else ``feature_spec``, default ``FeatureSpec()``): the features stage is
-    cheap and deterministic, and models trained on stale features would score old data as new.
-    Videos that fail to decode then are appended to ``rejected``.
+    Stale or unreadable features are recomputed first (:func:`~pipelines.features.store.up_to_date_features`,
+    ``feature_spec`` when the file stores none); videos that fail to decode then are appended to
+    ``rejected``.
     """
-
     paths = RunPaths(run_dir)
-    if not paths.features_npz.exists():
-        raise FileNotFoundError(f"{paths.features_npz} not found; run `python cli.py features --run {run_dir}` first")
-    spec = stored_spec(paths.features_npz) or feature_spec or FeatureSpec()
-    features = extract_features(run_dir, backend, progress=progress, spec=spec, rejected=rejected)
+    features = up_to_date_features(run_dir, backend, default_spec=feature_spec, progress=progress, rejected=rejected)
+    spec = features.spec or feature_spec or FeatureSpec()
     return train_classical_models(
         features,
         run_dir,

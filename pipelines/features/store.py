@@ -339,6 +339,27 @@ def synchronize(xp: Any) -> None:
         xp.cuda.get_current_stream().synchronize()
 
 
+def up_to_date_features(
+    run_dir: str | os.PathLike[str],
+    backend: Backend,
+    *,
+    default_spec: FeatureSpec | None = None,
+    progress: bool = True,
+    rejected: list[Any] | None = None,
+) -> FeatureSet:
+    """``RUN_DIR/features.npz`` brought up to date for a stage that trains on it: a file made from
+    another index than the current ``videos.csv`` and video files (``prepare`` rerun, a video
+    replaced) or one that cannot be read is recomputed with the settings stored in it (else
+    ``default_spec``, default ``FeatureSpec()``): the features stage is cheap and deterministic,
+    and models trained on stale features would score old data as new. A missing file is an error
+    naming the stage to run."""
+    paths = RunPaths(run_dir)
+    if not paths.features_npz.exists():
+        raise FileNotFoundError(f"{paths.features_npz} not found; run `python cli.py features --run {run_dir}` first")
+    spec = stored_spec(paths.features_npz) or default_spec or FeatureSpec()
+    return extract_features(run_dir, backend, progress=progress, spec=spec, rejected=rejected)
+
+
 def extract_features(
     run_dir: str | os.PathLike[str],
     backend: Backend,
