@@ -555,13 +555,15 @@ def bench() -> None:
 @click.option("--clips", type=click.IntRange(1), default=None, help="Use N videos, evenly spread (default: all).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--threads", "num_threads", type=click.IntRange(1), default=2, show_default=True,
-              help="Decode and DALI threads.")
+              help="DALI threads; PyAV decodes on one more.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON file or folder. Default: ./bench/loader.json.")
 @click.option("--peers", default=None, help="Also time these libraries, each in a DataLoader with 2 workers: "
               "torchcodec,decord (pip install -e '.[peers]').")
 @click.option("--cache-max-gb", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Size limit of the benchmark's cache (default: 25% of the free disk).")
+@click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
+              help="Rounds: every loader is timed this many times, alternating, and its median pass reported.")
 @pass_context
 def bench_loader_command(context: Context, data_root: Path, cache: str, peers: str | None,
                          cache_max_gb: float | None, **options: Any) -> None:

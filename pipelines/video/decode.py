@@ -11,7 +11,7 @@ clip uses is not decoded at all. Where the index is missing or a seek does not l
 says, the video is decoded sequentially from the start instead (``route="sequential"``).
 
 Needed frames are converted once, straight from the decoder's planes to their stored form at the
-clip's short side (:class:`FrameShrinker`: swscale area filter to I420, no full-size RGB), the form
+clip's short side (:class:`FrameShrinker`: swscale's bilinear filter to I420, no full-size RGB), the form
 the decoded-clip cache stores, so cached and uncached clips are the same pixels.
 
 Every reader opens files the same way (``metadata_errors="ignore"``: real UCF101 files carry broken
@@ -213,8 +213,12 @@ class FrameShrinker:
     (None: source size): I420 when the decoder gives limited-range 4:2:0 with even sides (sides
     rounded up to even), else RGB. The layout is fixed by the first frame.
 
-    One swscale call per frame (area filter, one cached context per video): ~2.7x faster than
-    OpenCV's INTER_AREA at non-integer ratios (240p -> 128p), and no full-size RGB in between."""
+    One swscale call per frame (one cached context per video), no full-size RGB in between, with
+    swscale's bilinear filter, which widens its triangle by the shrink ratio: the antialiased resize
+    of torchvision's ``Resize(antialias=True)``, the preprocessing the pretrained weights expect
+    (within one grey level on average on fine grey detail, tested; an area filter is 1.6 away).
+    Measured per 320x240 frame shrunk to 170x128: bilinear 109 us, swscale's area filter 144 us,
+    OpenCV's INTER_AREA 303 us."""
 
     def __init__(self, short_side: int | None) -> None:
         self.short_side = short_side
@@ -231,14 +235,18 @@ class FrameShrinker:
                 self.layout = FrameLayout("rgb24", 0, height, width)
         size = (self.layout.height, self.layout.width)
         if self.layout.pixel_format == "rgb24":
-            return frame_to_rgb(frame, size)
+            if (frame.height, frame.width) == size:
+                return frame_to_rgb(frame)
+            return self._shrink(frame, size, "rgb24").to_ndarray()
         if is_i420(frame) and (frame.height, frame.width) == size:
             return frame_to_i420(frame)
         # Shrink (or, if the stream changed format or size mid-way, bring it back).
-        shrunk = self._reformatter.reformat(
-            frame, width=size[1], height=size[0], format="yuv420p", interpolation="AREA"
+        return frame_to_i420(self._shrink(frame, size, "yuv420p"))
+
+    def _shrink(self, frame: av.VideoFrame, size: tuple[int, int], pixel_format: str) -> av.VideoFrame:
+        return self._reformatter.reformat(
+            frame, width=size[1], height=size[0], format=pixel_format, interpolation="BILINEAR"
         )
-        return frame_to_i420(shrunk)
 
 
 @dataclass(frozen=True)

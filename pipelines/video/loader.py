@@ -19,12 +19,12 @@ its route); only that file goes to PyAV, or is rejected. A route that fails on a
 files PyAV decodes is not tried again for that codec (:class:`~pipelines.video.routes.RouteHealth`).
 Every clip is counted under its route in :attr:`ClipLoader.decode_stats`.
 
-Videos are prepared on a thread pool ahead of the batches; DALI runs ``prefetch`` batches ahead of
-the one handed out (asynchronous execution, :class:`~pipelines.video.dali.ScheduledPipeline`), so
-decoding and augmentation overlap the caller's training step. DALI reads the prepared arrays in
-place (on a GPU pipeline, frames are staged in pinned host memory for the upload) and its outputs
-become the batch tensors without a copy: CPU outputs as NumPy views, GPU outputs through DLPack
-(see :func:`_to_torch`).
+Videos are prepared on a thread pool (:attr:`ClipLoader.decode_threads`) ahead of the batches;
+DALI runs ``prefetch`` batches ahead of the one handed out (asynchronous execution,
+:class:`~pipelines.video.dali.ScheduledPipeline`), so decoding and augmentation overlap the
+caller's training step. DALI reads the prepared arrays in place (on a GPU pipeline, frames are
+staged in pinned host memory for the upload) and its outputs become the batch tensors without a
+copy: CPU outputs as NumPy views, GPU outputs through DLPack (see :func:`_to_torch`).
 Evaluation yields every (video, clip) of the shard exactly once, in order, including a smaller
 last batch. A video that fails to decode is skipped, listed in :attr:`ClipLoader.rejected` and
 appended to ``RUN_DIR/rejected.csv``; the loader carries on.
@@ -226,7 +226,7 @@ class ClipLoader:
         last_use = {video: number for number, batch in enumerate(batches) for video, _ in batch}
         # One task per video prepares all its clips, even when they straddle two batches.
         futures: dict[int, Future] = {}
-        with ThreadPoolExecutor(self.num_threads, thread_name_prefix="clip-decode") as pool:
+        with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="clip-decode") as pool:
 
             def submit(number: int) -> None:
                 for video, _ in batches[number] if number < len(batches) else []:
@@ -262,6 +262,14 @@ class ClipLoader:
                     for part in scheduled.parts:
                         if part.ticket is not None:
                             self._pipes[part.key].discard(part.ticket)
+
+    @property
+    def decode_threads(self) -> int:
+        """Threads that prepare videos: one more than ``num_threads``. A PyAV decode thread takes
+        Python's lock between packets (~37 times per UCF101-like clip) and its core idles while it
+        waits; the spare thread fills those gaps (measured on 2 cores, UCF101-like MPEG-4 set,
+        8 alternating passes: median 182 vs 164 clips/s; no change where DALI decodes)."""
+        return self.num_threads + 1
 
     @property
     def _codec_threads(self) -> int:

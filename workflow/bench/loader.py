@@ -10,6 +10,11 @@ training transforms per frame (the usual notebook bug the project's loader avoid
 
 The project's loader uses the keyframe index of the pre-flight probe, as after ``prepare``;
 its timings carry the decode counters (seeks, sequential fallbacks, frames decoded per clip).
+
+Every loader is timed ``repeat`` times, in rounds (reference, project, each peer, then the cache
+passes, round after round), and its median pass is reported with all of them: on a shared
+machine a pass of under a second can take half again as long as the next one, and alternating
+the loaders spreads slow spells over all of them instead of one.
 Long videos: render them with ``demo-data --seconds 30-30`` (see the command's help).
 """
 
@@ -45,7 +50,7 @@ from workflow.bench.peers import check_peers, peer_pass
 
 @dataclass
 class LoaderTiming:
-    """One timed pass over the benchmark videos."""
+    """A loader's median pass over the benchmark videos (of ``pass_seconds``, one per round)."""
 
     loader: str  # "reference" | "project" | a peer ("torchcodec", "decord")
     cache: str  # "off" | "cold" (first pass, writes the cache) | "warm"
@@ -60,6 +65,16 @@ class LoaderTiming:
     cpu_speedup: float | None = None  # CPU time, vs the reference
     frames_decoded_per_clip: float | None = None  # the project's PyAV route (None: every clip came from elsewhere)
     decode_counts: dict[str, float] | None = None  # the project loader's counters (ClipLoader.decode_counts)
+    pass_seconds: list[float] = field(default_factory=list)  # every pass, in round order
+
+
+def median_pass(passes: Sequence[LoaderTiming]) -> LoaderTiming:
+    """The median of one loader's passes (the lower middle one of an even count), with every
+    pass's seconds in ``pass_seconds``."""
+    ranked = sorted(passes, key=lambda timing: timing.seconds)
+    chosen = ranked[(len(ranked) - 1) // 2]
+    chosen.pass_seconds = [timing.seconds for timing in passes]
+    return chosen
 
 
 @dataclass
@@ -77,13 +92,16 @@ class LoaderBenchResult:
     cache_size_bytes: int = 0
     rejected: int = 0
     peers: list[str] = field(default_factory=list)
-    vs_fastest_peer: float | None = None  # project (cache off) clips/s over the fastest peer's
+    repeat: int = 1
+    vs_fastest_peer: float | None = None  # project (cache off) clips/s over the fastest peer's, medians
+    vs_fastest_peer_per_round: list[float] = field(default_factory=list)  # the same within each round
     notes: str = ""
 
     def table(self) -> str:
         lines = [
             f"{self.mode} clips {self.spec['frames']}x{self.spec['size']}x{self.spec['size']} {self.spec['layout']}, "
-            f"{self.n_videos} videos, batch {self.batch_size}, {self.device}, load avg {self.load_average}",
+            f"{self.n_videos} videos, batch {self.batch_size}, {self.device}, load avg {self.load_average}, "
+            f"median of {self.repeat} pass{'es' if self.repeat > 1 else ''}",
             f"{'loader':<10} {'cache':<6} {'clips':>6} {'clips/s':>9} {'frames/s':>10} {'ms/clip':>8} {'speedup':>8}"
             f" {'cpu ms/clip':>12} {'cpu speedup':>12} {'decoded/clip':>13}",
         ]
@@ -96,7 +114,8 @@ class LoaderBenchResult:
                 f"{t.data_ms_per_clip:>8.1f} {speedup:>8} {t.cpu_ms_per_clip:>12.1f} {cpu_speedup:>12} {decoded:>13}"
             )
         if self.vs_fastest_peer is not None:
-            lines.append(f"project (cache off) / fastest peer: {self.vs_fastest_peer:.2f}x clips/s")
+            rounds = ", ".join(f"{ratio:.2f}" for ratio in self.vs_fastest_peer_per_round)
+            lines.append(f"project (cache off) / fastest peer: {self.vs_fastest_peer:.2f}x clips/s (rounds: {rounds})")
         if self.cache_size_bytes:
             lines.append(f"cache size on disk: {self.cache_size_bytes / 2**20:.1f} MiB")
         return "\n".join(lines)
@@ -308,14 +327,18 @@ def bench_loader(
     out: str | os.PathLike[str] | None = None,
     peers: Sequence[str] = (),
     cache_max_bytes: int | None = None,
+    repeat: int = 3,
 ) -> LoaderBenchResult:
     """Time the reference loader, the project loader (cache off, and cold then warm when
-    ``cache``: two passes of one loader, as two epochs) and each of ``peers`` over the same videos;
-    write the result as JSON to ``out`` (a ``.json`` file or a folder; default ``./bench/loader.json``).
-    The cache passes use a new temporary folder of their own, created beside the JSON (the same disk
+    ``cache``: two passes of one loader, as two epochs) and each of ``peers`` over the same videos,
+    ``repeat`` rounds (see the module docstring); write the result as JSON to ``out`` (a ``.json``
+    file or a folder; default ``./bench/loader.json``).
+    The cache passes use a new temporary folder each round, created beside the JSON (the same disk
     as before) and removed afterwards: "cold" is cold, and no folder the benchmark did not create is
     ever emptied. The cache is limited to ``cache_max_bytes`` (default: the cache's own default).
     """
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
     check_peers(peers)
     out_path = Path(out) if out is not None else Path("bench") / "loader.json"
     if out_path.suffix != ".json":
@@ -340,33 +363,43 @@ def bench_loader(
         device=backend.decode.device,
         cpu_count=os.cpu_count(),
         load_average=[round(v, 2) for v in os.getloadavg()],
+        repeat=repeat,
     )
-    reference = _timed("reference", "off", reference_loader(records, spec, batch_size), frames)
-    result.timings.append(reference)
-    uncached = project.timed("off", project.loader(None))
-    result.timings.append(uncached)
-    for peer in peers:
-        result.timings.append(timed_peer(peer, records, spec, batch_size))
-    if cache:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".loader-cache-", dir=out_path.parent) as cache_path:
-            cached = project.loader(Path(cache_path))  # cold then warm: two epochs of one training run
-            result.timings.append(project.timed("cold", cached))
-            result.timings.append(project.timed("warm", cached))
-            result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
+    passes: dict[tuple[str, str], list[LoaderTiming]] = {}
+    for _ in range(repeat):
+        timings = [
+            _timed("reference", "off", reference_loader(records, spec, batch_size), frames),
+            project.timed("off", project.loader(None)),
+            *(timed_peer(peer, records, spec, batch_size) for peer in peers),
+        ]
+        if cache:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".loader-cache-", dir=out_path.parent) as cache_path:
+                cached = project.loader(Path(cache_path))  # cold then warm: two epochs of one training run
+                timings += [project.timed("cold", cached), project.timed("warm", cached)]
+                result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
+        for timing in timings:
+            passes.setdefault((timing.loader, timing.cache), []).append(timing)
+    result.timings = [median_pass(runs) for runs in passes.values()]
+    reference, uncached = result.timings[0], result.timings[1]
     result.peers = list(peers)
-    peer_rates = [t.clips_per_s for t in result.timings if t.loader in peers]
-    if peer_rates:
-        result.vs_fastest_peer = round(uncached.clips_per_s / max(peer_rates), 3)
+    if peers:
+        fastest = max((result.timings[2 + i] for i in range(len(peers))), key=lambda timing: timing.clips_per_s)
+        result.vs_fastest_peer = round(uncached.clips_per_s / fastest.clips_per_s, 3)
+        result.vs_fastest_peer_per_round = [
+            round(min(passes[(peer, "off")][r].seconds for peer in peers) / passes[("project", "off")][r].seconds, 3)
+            for r in range(repeat)
+        ]
     for timing in result.timings[1:]:
         timing.speedup = round(reference.seconds / timing.seconds, 2) if timing.seconds > 0 else math.inf
         timing.cpu_speedup = round(reference.cpu_ms_per_clip / max(timing.cpu_ms_per_clip, 1e-6), 2)
     result.rejected = len(project.rejected)
     result.notes = (
-        "Wall-clock of one full pass each, after a one-video warm-up; reference = cv2.VideoCapture "
-        "decoding every frame + per-frame torchvision/PIL transforms + torch.stack, single-threaded "
+        f"Median wall-clock of {repeat} full passes each (in rounds), after a one-video warm-up; reference = "
+        "cv2.VideoCapture decoding every frame + per-frame torchvision/PIL transforms + torch.stack, single-threaded "
         "(torch intra-op threads 1); cpu_ms_per_clip = process CPU time of all threads per clip; "
-        f"project = PyAV/DALI decode on {num_threads} threads + DALI augmentation, with the probe's keyframe "
+        f"project = PyAV decode on {num_threads + 1} threads, DALI decode and augmentation on {num_threads}, with "
+        "the probe's keyframe "
         "index (as after prepare); peers = their decoder in a torch DataLoader with 2 worker processes + "
         "torchvision transforms.v2 on the whole clip (cpu time includes the workers). load_average is "
         "the 1/5/15-minute load when the benchmark started (other processes share the CPU)."

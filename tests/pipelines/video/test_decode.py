@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
+import torch
 from av.video.frame import PictureType
+from torchvision.transforms.v2 import functional as tvf
 
 from pipelines.data.keyframes import scan_keyframe_index
 from pipelines.video.codecs import codec_extension, write_video
@@ -94,6 +97,23 @@ def test_frames_are_shrunk_to_the_short_side(encoded: tuple[str, Path]) -> None:
     _, path = encoded
     decoded = decode_at(path, [30, 32], 24, index=scan_keyframe_index(path))
     assert decoded.read([30, 32]).shape == (2, 24, 32, 3)
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "mjpeg"])  # shrunk as I420, and as RGB (full-range MJPEG)
+def test_frames_shrink_like_torchvision_antialiased_resize(tmp_path: Path, codec: str) -> None:
+    """The short-side shrink is torchvision's ``Resize(antialias=True)``, the preprocessing the
+    pretrained weights expect: fine grey detail (no chroma, whose subsampling differs by route)
+    comes out within one grey level of it on average; an area filter is 1.6 away."""
+    rng = np.random.default_rng(0)
+    grey = np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in rng.integers(0, 255, (3, 240, 320), dtype=np.uint8)])
+    path = tmp_path / f"grey{codec_extension(codec)}"
+    write_video(path, np.repeat(grey[..., None], 3, axis=-1), 25, codec, options={"qscale": "1"})
+    shrunk = decode_at(path, [0, 1, 2], 128, index=scan_keyframe_index(path)).read([0, 1, 2]).astype(int)
+    height, width = shrunk.shape[1:3]
+    assert height == 128 and width in (171, 172)  # 170.7, rounded (up to even for I420)
+    full = torch.from_numpy(decode_frames(path, [0, 1, 2])).permute(0, 3, 1, 2)
+    expected = tvf.resize(full, [height, width], antialias=True).permute(0, 2, 3, 1).numpy().astype(int)
+    assert np.abs(shrunk - expected).mean() < 1.0
 
 
 def test_without_a_usable_index_frames_are_decoded_sequentially(tmp_path: Path) -> None:
