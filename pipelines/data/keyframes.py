@@ -170,6 +170,17 @@ class KeyframeIndexes:
         self._lock = threading.Lock()
         self.scanned = 0  # videos indexed here (not found, or stale, in the stored file)
 
+    def __getstate__(self) -> dict[str, object]:
+        """Picklable (e.g. for a benchmark's fresh interpreter): everything but the lock."""
+        with self._lock:
+            state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def add(self, path: str, index: KeyframeIndex | None) -> None:
         """Use ``index`` for ``path`` (e.g. from a pre-flight probe)."""
         with self._lock:

@@ -61,6 +61,7 @@ from pipelines.features.kernel import (
     feature_stride,
 )
 from pipelines.video.clips import ClipSpec
+from pipelines.video.decode import SHRINK_FILTER
 from pipelines.video.loader import make_clip_loader
 from pipelines.video.routes import DecodeStats
 
@@ -197,8 +198,9 @@ def stored_spec(path: str | os.PathLike[str]) -> FeatureSpec | None:
 
 def features_fingerprint(videos_csv: str | os.PathLike[str], spec: FeatureSpec) -> str:
     """What the matrix depends on: the index and its video files (:func:`~pipelines.data.records.index_fingerprint`;
-    a re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version."""
-    return fingerprint(index_fingerprint(read_videos_csv(videos_csv)), spec.to_dict(), KERNEL_VERSION)
+    a re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version, and
+    the filter that shrinks decoded frames."""
+    return fingerprint(index_fingerprint(read_videos_csv(videos_csv)), spec.to_dict(), KERNEL_VERSION, SHRINK_FILTER)
 
 
 def _existing_features(path: Path) -> FeatureSet | None:

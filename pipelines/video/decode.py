@@ -33,6 +33,9 @@ from av.video.reformatter import VideoReformatter
 from pipelines.data.keyframes import KeyframeIndex
 
 ROUTES = ("seek", "start", "sequential")  # see DecodedFrames.route
+# swscale's filter for shrinking frames (see FrameShrinker). Stored features and cache entries
+# depend on it: the features fingerprint includes it, and the cache format changes with it.
+SHRINK_FILTER = "BILINEAR"
 # A video may have up to this fraction fewer frames than its index or record says: the missing
 # tail is then the last frame (a truncated last GOP), beyond it the video is rejected.
 MISSING_TAIL_TOLERANCE = 0.1
@@ -245,7 +248,7 @@ class FrameShrinker:
 
     def _shrink(self, frame: av.VideoFrame, size: tuple[int, int], pixel_format: str) -> av.VideoFrame:
         return self._reformatter.reformat(
-            frame, width=size[1], height=size[0], format=pixel_format, interpolation="BILINEAR"
+            frame, width=size[1], height=size[0], format=pixel_format, interpolation=SHRINK_FILTER
         )
 
 

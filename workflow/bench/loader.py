@@ -14,7 +14,9 @@ its timings carry the decode counters (seeks, sequential fallbacks, frames decod
 Every loader is timed ``repeat`` times, in rounds (reference, project, each peer, then the cache
 passes, round after round), and its median pass is reported with all of them: on a shared
 machine a pass of under a second can take half again as long as the next one, and alternating
-the loaders spreads slow spells over all of them instead of one.
+the loaders spreads slow spells over all of them instead of one. Each pass runs in a fresh
+interpreter (:func:`in_fresh_interpreter`), as a user runs one loader: no loader inherits the
+thread pools or allocator state another one left behind.
 Long videos: render them with ``demo-data --seconds 30-30`` (see the command's help).
 """
 
@@ -30,7 +32,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -46,6 +48,8 @@ from pipelines.video.cache import ClipCache
 from pipelines.video.clips import ClipSpec, clip_rng, eval_indices, train_indices
 from pipelines.video.loader import ClipLoader, make_clip_loader
 from workflow.bench.peers import check_peers, peer_pass
+
+_Result = TypeVar("_Result")
 
 
 @dataclass
@@ -300,17 +304,34 @@ class _ProjectLoader:
         return timing
 
 
+def _reference_timing(records: list[VideoRecord], spec: ClipSpec, batch_size: int) -> LoaderTiming:
+    reference_loader(records[:1], spec, batch_size)()  # warm-up: imports and first calls are not data time
+    return _timed("reference", "off", reference_loader(records, spec, batch_size), spec.frames)
+
+
+def _project_timings(project: _ProjectLoader, cache_path: Path | None) -> tuple[list[LoaderTiming], set[str]]:
+    """The project loader's pass with the cache off, or (``cache_path``) its cold and warm passes,
+    and the paths it rejected."""
+    first = project.records[:1]  # warm-up: imports and first calls are not data time
+    list(make_clip_loader(first, project.spec, project.backend, batch_size=1, keyframes=project.keyframes))
+    loader = project.loader(cache_path)
+    if cache_path is None:
+        return [project.timed("off", loader)], project.rejected
+    return [project.timed("cold", loader), project.timed("warm", loader)], project.rejected  # two epochs
+
+
 def _peer_timing(peer: str, records: list[VideoRecord], spec: ClipSpec, batch_size: int) -> LoaderTiming:
     peer_pass(peer, records[:1], spec, 1)()  # warm-up: imports and first calls are not data time
     return _timed(peer, "off", peer_pass(peer, records, spec, batch_size), spec.frames)
 
 
-def timed_peer(peer: str, records: list[VideoRecord], spec: ClipSpec, batch_size: int) -> LoaderTiming:
-    """One timed pass of ``peer`` in a fresh interpreter, as a user would run it: its DataLoader
-    then forks worker processes from a process without DALI's or the project loader's threads
-    (forking those can hang the workers)."""
+def in_fresh_interpreter(function: Callable[..., _Result], *args: object) -> _Result:
+    """``function(*args)`` in a new Python process, as a user would run one loader: nothing another
+    loader left behind (thread pools of torch, OpenCV or DALI, allocator state) affects its timing,
+    and a peer's DataLoader forks its workers from a process without DALI's threads (forking those
+    can hang the workers)."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_peer_timing, peer, records, spec, batch_size).result()
+        return pool.submit(function, *args).result()
 
 
 def bench_loader(
@@ -348,11 +369,6 @@ def bench_loader(
     spec = bench_spec(frames, size, mode)
 
     project = _ProjectLoader(records, spec, backend, batch_size, num_threads, cache_max_bytes, keyframes)
-
-    # Warm-up on one video: library imports and first-call set-up are not data time.
-    reference_loader(records[:1], spec, batch_size)()
-    list(make_clip_loader(records[:1], spec, backend, batch_size=1, keyframes=keyframes))
-
     result = LoaderBenchResult(
         data_root=str(data_root),
         n_videos=len(records),
@@ -365,18 +381,20 @@ def bench_loader(
         load_average=[round(v, 2) for v in os.getloadavg()],
         repeat=repeat,
     )
+    rejected: set[str] = set()
     passes: dict[tuple[str, str], list[LoaderTiming]] = {}
     for _ in range(repeat):
-        timings = [
-            _timed("reference", "off", reference_loader(records, spec, batch_size), frames),
-            project.timed("off", project.loader(None)),
-            *(timed_peer(peer, records, spec, batch_size) for peer in peers),
-        ]
+        timings = [in_fresh_interpreter(_reference_timing, records, spec, batch_size)]
+        uncached, rejected_now = in_fresh_interpreter(_project_timings, project, None)
+        timings += uncached
+        timings += [in_fresh_interpreter(_peer_timing, peer, records, spec, batch_size) for peer in peers]
+        rejected |= rejected_now
         if cache:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".loader-cache-", dir=out_path.parent) as cache_path:
-                cached = project.loader(Path(cache_path))  # cold then warm: two epochs of one training run
-                timings += [project.timed("cold", cached), project.timed("warm", cached)]
+                cached, rejected_now = in_fresh_interpreter(_project_timings, project, Path(cache_path))
+                timings += cached
+                rejected |= rejected_now
                 result.cache_size_bytes = ClipCache(cache_path).cache_size_bytes()
         for timing in timings:
             passes.setdefault((timing.loader, timing.cache), []).append(timing)
@@ -393,9 +411,10 @@ def bench_loader(
     for timing in result.timings[1:]:
         timing.speedup = round(reference.seconds / timing.seconds, 2) if timing.seconds > 0 else math.inf
         timing.cpu_speedup = round(reference.cpu_ms_per_clip / max(timing.cpu_ms_per_clip, 1e-6), 2)
-    result.rejected = len(project.rejected)
+    result.rejected = len(rejected)
     result.notes = (
-        f"Median wall-clock of {repeat} full passes each (in rounds), after a one-video warm-up; reference = "
+        f"Median wall-clock of {repeat} full passes each (in rounds), each loader in a fresh interpreter after a "
+        "one-video warm-up; reference = "
         "cv2.VideoCapture decoding every frame + per-frame torchvision/PIL transforms + torch.stack, single-threaded "
         "(torch intra-op threads 1); cpu_ms_per_clip = process CPU time of all threads per clip; "
         f"project = PyAV decode on {num_threads + 1} threads, DALI decode and augmentation on {num_threads}, with "

@@ -115,7 +115,7 @@ def peer_pass(peer: str, records: Sequence[VideoRecord], spec: ClipSpec, batch_s
     """A function that loads every clip once through ``peer`` in a DataLoader; returns the clip count."""
 
     def run_pass() -> int:
-        # fork, Linux's default, also when this runs in a spawned process (see workflow.bench.loader.timed_peer)
+        # fork, Linux's default, also in a spawned process (see workflow.bench.loader.in_fresh_interpreter)
         clips = PeerClips(peer, records, spec)
         loader = DataLoader(clips, batch_size=batch_size, num_workers=PEER_WORKERS, multiprocessing_context="fork")
         return sum(int(batch.shape[0]) for batch in loader)
