@@ -47,3 +47,22 @@ def test_switching_the_clip_cache_keeps_checkpoints_resumable(tmp_path, capsys):
     assert not check_resumable(saved, replace(config, epochs=5), last, "auto")
     assert f"{last} was written with other settings (epochs: 2 -> 5): training afresh" in capsys.readouterr().err
     assert check_resumable(saved, replace(config, cache=False, num_threads=3), last, "auto")
+
+
+def test_frames_shrunk_with_another_filter_are_neither_continued_nor_reused(tmp_path, capsys):
+    """Checkpoints, results and curve points record the filter the clips' frames were shrunk with
+    (a change of filter changes every training clip's pixels)."""
+    from models.deep.checkpoint import ResumePoint, check_resumable
+    from pipelines.video.decode import SHRINK_FILTER
+
+    config = PROFILES["tiny"].deep_config("cnn2d")
+    assert config.to_dict()["shrink_filter"] == SHRINK_FILTER
+    other = {**config.to_dict(), "shrink_filter": "AREA"}
+    before = {k: v for k, v in config.to_dict().items() if k != "shrink_filter"}  # a file of an older version
+    last = tmp_path / "last.pt"
+    with pytest.raises(ValueError, match=f"shrink_filter: 'AREA' -> '{SHRINK_FILTER}'"):
+        check_resumable(ResumePoint({"config": other}, None), config, last, "yes")
+    assert not check_resumable(ResumePoint({"config": before}, None), config, last, "auto")
+    assert f"shrink_filter: None -> '{SHRINK_FILTER}'): training afresh" in capsys.readouterr().err
+    assert config.changes_from(other) == [f"shrink_filter: 'AREA' -> '{SHRINK_FILTER}'"]  # a stored result: retrained
+    assert DeepConfig(**{k: v for k, v in other.items() if k != "shrink_filter"}) == config
