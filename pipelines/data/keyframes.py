@@ -1,7 +1,9 @@
 """Per-video keyframe index: which frame number each timestamp is, and where decoding may start.
 
 Frame ``i`` of a video is the ``i``-th frame a full sequential decode yields, i.e. the frame with
-the ``i``-th smallest presentation timestamp (pts). A demux pass (no decoding) gives every
+the ``i``-th smallest presentation timestamp (pts) among the packets the decoder shows (those an
+MP4/MOV edit list marks as discarded, e.g. the lead-in of a stream-copied cut, are decoded for
+reference but never shown; a keyframe among them is no place to start). A demux pass (no decoding) gives every
 packet's pts and keyframe flag, so the index is cheap to build; :mod:`pipelines.data.preflight`
 builds it during its own demux pass and ``prepare`` stores it with the run
 (``RUN_DIR/keyframes.npz``), so the loaders never scan a prepared video again. A video whose
@@ -10,7 +12,7 @@ packets lack a pts, or repeat one, has no usable index: it is decoded sequential
 Seeking lands on a keyframe through the demuxer's own index, which some containers keep by pts
 (MP4, Matroska) and others by dts (AVI with B-frames: pts there lands one keyframe too late), so
 each keyframe keeps both; the decoder tries the pts, checks where it landed and retries with the
-dts (see :func:`pipelines.video.decode.decode_range`).
+dts (see :func:`pipelines.video.decode.decode_at`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from core.runfiles import atomic_path
 
-INDEX_FORMAT = 1  # bump when what is stored changes; files of other formats are ignored
+INDEX_FORMAT = 2  # bump when what is stored changes; files of other formats are ignored
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +94,9 @@ def scan_keyframe_index(path: str | os.PathLike[str]) -> KeyframeIndex | None:
             if not container.streams.video:
                 return None
             for packet in container.demux(container.streams.video[0]):
-                if packet.size == 0:  # the demuxer's end-of-stream marker
+                # The demuxer's end-of-stream marker; packets an edit list discards are no frames
+                # (see pipelines.data.preflight).
+                if packet.size == 0 or packet.is_discard:
                     continue
                 pts.append(packet.pts)
                 dts.append(packet.dts)

@@ -2,8 +2,10 @@
 
 A file passes when it opens, has a video stream, all its packets demux, it has at least
 :data:`MIN_FRAMES` frames, its first and last frames decode, and it asks for no rotation on
-display. The frame count is the number of demuxed packets (headers are often wrong: AVI ``avih``
-counts survive truncation, WebM has none). Only the first and the last group of pictures are
+display. The frame count is the number of demuxed packets the decoder shows (headers are often
+wrong: AVI ``avih`` counts survive truncation, WebM has none); packets an MP4/MOV edit list marks
+as discarded (the lead-in of a cut made with ``ffmpeg -ss ... -c copy``) are decoded for reference
+but never shown, so they are no frames. Only the first and the last group of pictures are
 decoded, so a check costs a demux pass plus a few frames. The same demux pass gives the video's
 keyframe index (:mod:`pipelines.data.keyframes`).
 
@@ -202,7 +204,8 @@ def _probe(path: Path) -> ProbeResult:
         codec = stream.codec_context.name
         header_frames = int(stream.frames or 0)
 
-        packets = 0
+        packets = 0  # demuxed
+        frames = 0  # shown: packets not discarded
         first_gop: list[av.Packet] = []
         last_gop: list[av.Packet] = []
         end_time: float | None = None
@@ -212,13 +215,16 @@ def _probe(path: Path) -> ProbeResult:
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
                 packets += 1
-                for values, value in zip(timestamps, (packet.pts, packet.dts, packet.is_keyframe), strict=True):
-                    values.append(value)
                 if packet.is_keyframe:
                     last_gop = []
                 last_gop.append(packet)
-                if len(first_gop) < _FIRST_FRAME_PACKETS:
+                if frames < _FIRST_FRAME_PACKETS:  # with any discarded lead-in: the frames refer to it
                     first_gop.append(packet)
+                if packet.is_discard:
+                    continue
+                frames += 1
+                for values, value in zip(timestamps, (packet.pts, packet.dts, packet.is_keyframe), strict=True):
+                    values.append(value)
                 if packet.pts is not None and packet.time_base is not None:
                     end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
                     end_time = end if end_time is None else max(end_time, end)
@@ -238,8 +244,8 @@ def _probe(path: Path) -> ProbeResult:
             if duration and duration - end_time > slack:
                 raise _Reject(TRUNCATED, f"the header says {duration:.2f} s, the packets end at {end_time:.2f} s")
 
-        if packets < MIN_FRAMES:
-            raise _Reject(TOO_SHORT, f"{packets} frame(s), at least {MIN_FRAMES} are needed (clips loop a shorter "
+        if frames < MIN_FRAMES:
+            raise _Reject(TOO_SHORT, f"{frames} frame(s), at least {MIN_FRAMES} are needed (clips loop a shorter "
                                      f"video, so its motion features would be mostly zero); use a longer video")
 
         first, first_error = _decode_one(stream.codec_context, first_gop, last=False)
@@ -252,14 +258,14 @@ def _probe(path: Path) -> ProbeResult:
             raise _Reject(TRUNCATED, f"the first frame decodes, the last does not{detail}")
 
         if fps <= 0 and end_time:
-            fps = packets / end_time
+            fps = frames / end_time
         if fps <= 0:
             raise _Reject(NO_DECODABLE_FRAME, "no frame rate in the header and no timestamps")
         _check_rotation(path, first)
         return ProbeResult(
             path=str(path),
             codec=codec,
-            frames=packets,
+            frames=frames,
             fps=round(fps, 6),
             width=first.width,
             height=first.height,

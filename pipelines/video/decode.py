@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import av
@@ -331,19 +331,42 @@ def decode_at(
     return _decode_sequential(path, wanted, short_side, codec_threads)
 
 
-def _seek(container: av.container.InputContainer, stream: av.VideoStream, index: KeyframeIndex, key: int) -> av.Packet:
-    """Seek to keyframe ``key`` of ``index`` and return the first packet there. The demuxer seeks
-    by its own index (by pts in MP4/Matroska, by dts in AVI): try the keyframe's pts, then its dts,
-    and accept a landing on that keyframe or an earlier one."""
+def _seek(
+    container: av.container.InputContainer, stream: av.VideoStream, index: KeyframeIndex, key: int
+) -> Iterator[av.Packet]:
+    """Seek to keyframe ``key`` of ``index`` and return the packets from there on.
+
+    The demuxer seeks by its own index (by pts in MP4/Matroska, by dts in AVI): try the keyframe's
+    pts, then its dts, and accept a landing on that keyframe or an earlier one, also on the lead-in
+    an edit list discards. From an earlier landing (an MP4 with an edit list, e.g. a stream-copied
+    cut, lands one keyframe early) the packets up to the wanted keyframe are skipped undecoded: a
+    keyframe is where decoding may start."""
+    wanted = int(index.keyframes[key])
     for target in dict.fromkeys(int(value) for value in index.seek_targets[key]):
         try:
             container.seek(target, stream=stream, backward=True)
-            packet = next((p for p in container.demux(stream) if p.size), None)
+            packets = container.demux(stream)  # its last, empty packet drains the decoder at the end
+            packet = next((p for p in packets if p.size), None)
         except av.FFmpegError:  # a container that cannot seek: decode it from the start
             raise _SeekFailed from None
-        landed = None if packet is None else index.frame_number(packet.pts)
-        if packet is not None and packet.is_keyframe and landed is not None and landed <= index.keyframes[key]:
-            return packet
+        if packet is None or not packet.is_keyframe:
+            continue
+        landed = index.frame_number(packet.pts)
+        if landed is None and packet.is_discard and packet.pts is not None and packet.pts < index.pts[0]:
+            landed = -1  # the discarded lead-in before frame 0
+        if landed is None or landed > wanted:
+            continue
+        if landed == wanted:
+            return itertools.chain([packet], packets)
+        held = [packet]  # decoded after all if the wanted keyframe does not come
+        for later in packets:
+            number = index.frame_number(later.pts)
+            if number == wanted and later.is_keyframe:
+                return itertools.chain([later], packets)
+            held.append(later)
+            if number is not None and number > wanted + REORDER_SLACK:
+                break
+        return itertools.chain(held, packets)
     raise _SeekFailed
 
 
@@ -363,7 +386,7 @@ def _decode_indexed(
             packets: Iterable[av.Packet] = container.demux(stream)
             seeked = key is not None and int(index.keyframes[key]) > 0
             if seeked:
-                packets = itertools.chain([_seek(container, stream, index, key)], container.demux(stream))
+                packets = _seek(container, stream, index, key)
             skipping = False
             for packet in packets:
                 number = index.frame_number(packet.pts)

@@ -17,6 +17,8 @@ from pipelines.data.keyframes import (
 )
 from pipelines.data.preflight import probe_video
 from pipelines.video.codecs import write_video
+from pipelines.video.decode import decode_frames
+from tests.edited_videos import stream_copied_cut
 
 
 def test_frame_numbers_follow_presentation_order() -> None:
@@ -69,3 +71,21 @@ def test_a_missing_or_foreign_index_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert load_keyframe_indexes(tmp_path / "bad.npz") == {}
     assert KeyframeIndexes(tmp_path / "bad.npz").get(str(tmp_path / "nothing.mp4")) is None
+
+
+def test_frames_an_edit_list_discards_are_not_indexed(tmp_path: Path) -> None:
+    """A stream-copied cut keeps the frames before the cut point, marked discarded: the decoder uses
+    them as references and never shows them, so the probe and the index leave them out."""
+    source, cut = tmp_path / "source.mp4", tmp_path / "cut.mp4"
+    frames = np.random.default_rng(0).integers(0, 255, (40, 32, 48, 3), dtype=np.uint8)
+    write_video(source, frames, 25, "h264", options={"g": "10"})
+    source_index = scan_keyframe_index(source)
+    assert source_index is not None
+    key = int(source_index.keyframes[source_index.keyframe_before(15)])
+    assert stream_copied_cut(source, cut, 15) == 15 - key > 0  # from the keyframe before the cut point
+    probe, scanned = probe_video(cut), scan_keyframe_index(cut)
+    assert probe.ok and probe.keyframes is not None and scanned is not None
+    assert probe.frames == scanned.frames == len(decode_frames(cut)) == 25
+    np.testing.assert_array_equal(probe.keyframes.pts, scanned.pts)
+    later = source_index.keyframes[source_index.keyframes > 15]
+    np.testing.assert_array_equal(scanned.keyframes, later - 15)  # the discarded keyframe is no start

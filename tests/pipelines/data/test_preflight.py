@@ -24,6 +24,7 @@ from pipelines.data.preflight import (
     probe_video,
 )
 from pipelines.video.codecs import codec_extension, write_video
+from tests.edited_videos import stream_copied_cut
 
 FRAMES = 10
 
@@ -163,3 +164,17 @@ def test_the_suggested_ffmpeg_command_writes_an_upright_copy_that_passes(tmp_pat
     upright = probe_video(tmp_path / "my phone_upright.mp4")
     assert upright.ok, upright.reason
     assert (upright.width, upright.height, upright.frames) == (24, 32, FRAMES)  # 32x24 turned by 90 degrees
+
+
+def test_a_cut_with_a_long_discarded_lead_in_passes(tmp_path: Path) -> None:
+    """A stream-copied cut 80 frames into a long GOP: the 80 frames before the cut are in the file,
+    discarded, and are no frames of the video; its first shown frame still decodes."""
+    frames = np.zeros((100, 24, 32, 3), np.uint8)
+    for t in range(100):
+        frames[t, 8:16, t % 24 : t % 24 + 8] = 255
+    source, cut = tmp_path / "source.mp4", tmp_path / "cut.mp4"
+    write_video(source, frames, 25, "h264", options={"x264-params": "keyint=200:min-keyint=200:scenecut=0"})
+    assert stream_copied_cut(source, cut, 80) == 80
+    result = probe_video(cut)
+    assert result.ok, result.reason
+    assert result.frames == 20

@@ -1,5 +1,6 @@
 """The seeking decoder gives exactly the frames of a full sequential decode, on the codecs and
-container quirks that make seeking hard (B-frames, open GOPs, AVI timestamps), with a bounded
+container quirks that make seeking hard (B-frames, open GOPs, AVI timestamps, an MP4 edit list's
+discarded lead-in), with a bounded
 amount of decoding per clip; without a usable index it decodes sequentially and says so."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torchvision.transforms.v2 import functional as tvf
 from pipelines.data.keyframes import scan_keyframe_index
 from pipelines.video.codecs import codec_extension, write_video
 from pipelines.video.decode import DecodeError, decode_at, decode_frames
+from tests.edited_videos import stream_copied_cut
 
 FRAMES = 72
 GOP = 12
@@ -30,6 +32,14 @@ ENCODINGS = {
     "vp9": ("vp9", {"g": str(GOP)}),
     "mjpeg": ("mjpeg", {}),  # every frame a keyframe
 }
+# "h264-bframes" cut by stream copy 6 frames after a keyframe (ffmpeg -ss T -c copy): the file starts
+# at that keyframe, an edit list discards the 6 frames before T, and the demuxer seeks a keyframe early.
+CUT = "h264-stream-copied-cut"
+CUT_AT = GOP + 6
+
+
+def frame_count(name: str) -> int:
+    return FRAMES - CUT_AT if name == CUT else FRAMES
 
 
 def moving_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
@@ -45,11 +55,14 @@ def moving_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
     return frames
 
 
-@pytest.fixture(scope="module", params=list(ENCODINGS))
+@pytest.fixture(scope="module", params=[*ENCODINGS, CUT])
 def encoded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    codec, options = ENCODINGS[request.param]
+    codec, options = ENCODINGS["h264-bframes" if request.param == CUT else request.param]
     path = tmp_path_factory.mktemp(request.param) / f"v{codec_extension(codec)}"
     write_video(path, moving_frames(FRAMES), 25, codec, options=options)
+    if request.param == CUT:
+        source, path = path, path.with_name("cut.mp4")
+        assert stream_copied_cut(source, path, CUT_AT) == CUT_AT - GOP
     return request.param, path
 
 
@@ -61,23 +74,31 @@ def picture_types(path: Path) -> set[PictureType]:
 def test_the_encodings_have_what_makes_seeking_hard(encoded: tuple[str, Path]) -> None:
     name, path = encoded
     index = scan_keyframe_index(path)
-    assert index is not None and index.frames == FRAMES
-    assert len(index.keyframes) >= FRAMES // GOP  # seeking has somewhere to go
-    if "bframes" in name or "open-gop" in name:
+    assert index is not None and index.frames == frame_count(name)
+    assert len(index.keyframes) >= frame_count(name) // GOP  # seeking has somewhere to go
+    if "bframes" in name or "open-gop" in name or name == CUT:
         assert PictureType.B in picture_types(path)  # frames are stored out of presentation order
+    if name == CUT:
+        with av.open(str(path)) as container:
+            assert sum(packet.is_discard for packet in container.demux(video=0)) == CUT_AT - GOP
+            stream = container.streams.video[0]
+            container.seek(int(index.seek_targets[1][0]), stream=stream, backward=True)
+            landed = next(packet for packet in container.demux(stream) if packet.size)
+            assert index.frame_number(landed.pts) == index.keyframes[0]  # a keyframe early
 
 
 def test_seeking_gives_the_frames_of_a_sequential_decode(encoded: tuple[str, Path]) -> None:
     """Every window position (clip-like: every 2nd frame; and scattered frames), with one and two
     decoder threads: the same pixels as decoding everything from frame 0."""
     name, path = encoded
+    frames = frame_count(name)
     full = decode_frames(path)
-    assert len(full) == FRAMES
+    assert len(full) == frames
     index = scan_keyframe_index(path)
     routes = set()
     for threads in (1, 2):
-        for start in range(0, FRAMES - 8):
-            for wanted in (np.arange(start, start + 8, 2), np.array([start, FRAMES - 1, start + 5, start])):
+        for start in range(0, frames - 8):
+            for wanted in (np.arange(start, start + 8, 2), np.array([start, frames - 1, start + 5, start])):
                 decoded = decode_at(path, wanted, index=index, codec_threads=threads)
                 routes.add(decoded.route)
                 np.testing.assert_array_equal(decoded.read(wanted), full[wanted], err_msg=f"{name} {wanted}")
@@ -87,10 +108,27 @@ def test_seeking_gives_the_frames_of_a_sequential_decode(encoded: tuple[str, Pat
 def test_a_clip_costs_the_same_anywhere_in_the_video(encoded: tuple[str, Path]) -> None:
     """Decoding starts at the keyframe before the clip: a late clip decodes no more frames than an
     early one (at most a GOP before it, the clip's span and the B-frame delay)."""
-    _, path = encoded
+    name, path = encoded
     index = scan_keyframe_index(path)
-    late = decode_at(path, np.arange(FRAMES - 10, FRAMES, 2), index=index, codec_threads=1)
+    frames = frame_count(name)
+    late = decode_at(path, np.arange(frames - 10, frames, 2), index=index, codec_threads=1)
     assert late.route == "seek" and late.frames_decoded <= GOP + 10 + 4
+
+
+def test_a_cut_seeks_like_its_source(tmp_path: Path) -> None:
+    """The demuxer lands a keyframe early in a stream-copied cut (and on its discarded lead-in for the
+    first keyframe): a clip still decodes from the keyframe before it, as in the uncut source."""
+    source, cut = tmp_path / "source.mp4", tmp_path / "cut.mp4"
+    write_video(source, moving_frames(FRAMES), 25, "h264", options=ENCODINGS["h264-bframes"][1])
+    stream_copied_cut(source, cut, CUT_AT)
+    source_index, cut_index = scan_keyframe_index(source), scan_keyframe_index(cut)
+    assert source_index is not None and cut_index is not None
+    for start in range(int(cut_index.keyframes[0]), cut_index.frames - 8):
+        window = np.arange(start, start + 8, 2)
+        in_cut = decode_at(cut, window, index=cut_index, codec_threads=1)
+        in_source = decode_at(source, window + CUT_AT, index=source_index, codec_threads=1)
+        assert in_cut.route == in_source.route == "seek"
+        assert in_cut.frames_decoded == in_source.frames_decoded
 
 
 def test_frames_are_shrunk_to_the_short_side(encoded: tuple[str, Path]) -> None:
