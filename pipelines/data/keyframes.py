@@ -1,10 +1,11 @@
 """Per-video keyframe index: which frame number each timestamp is, and where decoding may start.
 
 Frame ``i`` of a video is the ``i``-th frame a full sequential decode yields, i.e. the frame with
-the ``i``-th smallest presentation timestamp (pts) among the packets the decoder shows (those an
-MP4/MOV edit list marks as discarded, e.g. the lead-in of a stream-copied cut, are decoded for
-reference but never shown; a keyframe among them is no place to start). A demux pass (no decoding) gives every
-packet's pts and keyframe flag, so the index is cheap to build; :mod:`pipelines.data.preflight`
+the ``i``-th smallest presentation timestamp (pts) among the packets the decoder shows (see
+:mod:`pipelines.data.video_stream`: not those an edit list discards, nor the ones before the first
+shown frame of a stream cut mid-GOP; a keyframe among them is no place to start). A demux pass
+gives every packet's pts and keyframe flag (only the first shown frame is decoded), so the index is
+cheap to build; :mod:`pipelines.data.preflight`
 builds it during its own demux pass and ``prepare`` stores it with the run
 (``RUN_DIR/keyframes.npz``), so the loaders never scan a prepared video again. A video whose
 packets lack a pts, or repeat one, has no usable index: it is decoded sequentially from the start.
@@ -27,8 +28,9 @@ import av
 import numpy as np
 
 from core.runfiles import atomic_path
+from pipelines.data.video_stream import ShownPackets, decode_one, video_stream
 
-INDEX_FORMAT = 2  # bump when what is stored changes; files of other formats are ignored
+INDEX_FORMAT = 3  # bump when what is stored changes; files of other formats are ignored
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,25 +87,23 @@ def index_from_packets(
 
 
 def scan_keyframe_index(path: str | os.PathLike[str]) -> KeyframeIndex | None:
-    """Demux ``path`` (no decoding) and index it; None when it cannot be indexed (or opened)."""
-    pts: list[int | None] = []
-    dts: list[int | None] = []
-    keyframe: list[bool] = []
+    """Demux ``path`` and index the frames a decoder shows (decoding only up to the first shown
+    frame: :mod:`pipelines.data.video_stream`); None when it cannot be indexed (or opened)."""
+    shown = ShownPackets()
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
-            if not container.streams.video:
+            stream = video_stream(container)
+            if stream is None:
                 return None
-            for packet in container.demux(container.streams.video[0]):
-                # The demuxer's end-of-stream marker; packets an edit list discards are no frames
-                # (see pipelines.data.preflight).
-                if packet.size == 0 or packet.is_discard:
-                    continue
-                pts.append(packet.pts)
-                dts.append(packet.dts)
-                keyframe.append(bool(packet.is_keyframe))
+            stream.codec_context.thread_count = 1
+            for packet in container.demux(stream):
+                if packet.size:  # not the demuxer's end-of-stream marker
+                    shown.add(packet)
+            first, _ = decode_one(stream.codec_context, shown.lead_in)
     except (av.FFmpegError, OSError, ValueError):
         return None
-    return index_from_packets(pts, dts, keyframe)
+    shown.shown_from(None if first is None else first.pts)
+    return index_from_packets(*shown.timestamps())
 
 
 def _signature(path: str | os.PathLike[str]) -> tuple[int, int] | None:

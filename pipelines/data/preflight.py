@@ -2,12 +2,12 @@
 
 A file passes when it opens, has a video stream, all its packets demux, it has at least
 :data:`MIN_FRAMES` frames, its first and last frames decode, and it asks for no rotation on
-display. The frame count is the number of demuxed packets the decoder shows (headers are often
-wrong: AVI ``avih`` counts survive truncation, WebM has none); packets an MP4/MOV edit list marks
-as discarded (the lead-in of a cut made with ``ffmpeg -ss ... -c copy``) are decoded for reference
-but never shown, so they are no frames. Only the first and the last group of pictures are
-decoded, so a check costs a demux pass plus a few frames. The same demux pass gives the video's
-keyframe index (:mod:`pipelines.data.keyframes`).
+display. The video is the file's best video stream that is not an attached picture, and its frame
+count is the number of demuxed packets the decoder shows (headers are often wrong: AVI ``avih``
+counts survive truncation, WebM has none): not those an edit list discards, nor those before the
+first shown frame of a stream cut mid-GOP (:mod:`pipelines.data.video_stream`). Only the first
+and the last group of pictures are decoded, so a check costs a demux pass plus a few frames. The
+same demux pass gives the video's keyframe index (:mod:`pipelines.data.keyframes`).
 
 Rotation: a phone video stores its frames sideways plus a display matrix that players apply. PyAV
 and DALI's CPU decoder return the stored, unrotated frames (checked; DALI's NVDEC route was not
@@ -29,6 +29,7 @@ import av
 
 from core.console import progress_bar
 from pipelines.data.keyframes import KeyframeIndex, index_from_packets
+from pipelines.data.video_stream import ShownPackets, decode_one, video_stream
 
 # Reject reasons: the text before the colon in ProbeResult.reason.
 EMPTY_FILE = "empty file"
@@ -64,8 +65,6 @@ _CONTAINER_MAGIC = (
 # Headers are approximate: a file may miss max(1 frame, 2 %) of what its header announces
 # before it counts as truncated.
 _MISSING_FRAMES_TOLERANCE = 0.02
-# Decoders with frame delay (B-frames, threads) need a few packets before the first frame comes out.
-_FIRST_FRAME_PACKETS = 64
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,12 @@ class ProbeResult:
 def _error_text(exc: BaseException) -> str:
     """FFmpeg's message without the file name PyAV appends (the path is in its own column)."""
     return getattr(exc, "strerror", None) or str(exc)
+
+
+def _stream_kind(stream: av.stream.Stream) -> str:
+    if stream.type == "video" and stream.disposition & av.stream.Disposition.attached_pic:
+        return "video (an attached picture)"
+    return str(stream.type)
 
 
 class _Reject(Exception):
@@ -130,27 +135,6 @@ def _declared_size_exceeds_file(path: Path, size: int) -> bool:
                 return False
             offset += box_size
         return offset > size
-
-
-def _decode_one(
-    codec_context: av.CodecContext, packets: Sequence[av.Packet], *, last: bool
-) -> tuple[av.VideoFrame | None, str]:
-    """Decode ``packets`` from a fresh decoder state; the first (or last) frame, and the last error."""
-    codec_context.flush_buffers()
-    found: av.VideoFrame | None = None
-    error = ""
-    for packet in [*packets, None]:
-        try:
-            frames = codec_context.decode(packet)
-        except (av.error.FFmpegError, ValueError) as exc:
-            error = _error_text(exc)
-            continue
-        if frames:
-            found = frames[-1] if last else frames[0]
-            if not last:
-                break
-    codec_context.flush_buffers()
-    return found, error
 
 
 def _header_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
@@ -194,39 +178,34 @@ def _probe(path: Path) -> ProbeResult:
             raise _Reject(TRUNCATED, detail) from None
         raise _Reject(NOT_A_VIDEO, f"PyAV cannot open it ({_error_text(exc)})") from None
     with container:
-        if not container.streams.video:
-            kinds = ", ".join(stream.type for stream in container.streams) or "none"
+        stream = video_stream(container)
+        if stream is None:
+            kinds = ", ".join(_stream_kind(stream) for stream in container.streams) or "none"
             if _declared_size_exceeds_file(path, size):
                 detail = f"the container promises more than the {size} bytes present; streams found: {kinds}"
                 raise _Reject(TRUNCATED, detail)
             raise _Reject(NO_VIDEO_STREAM, f"streams found: {kinds}")
-        stream = container.streams.video[0]
         codec = stream.codec_context.name
         header_frames = int(stream.frames or 0)
 
         packets = 0  # demuxed
-        frames = 0  # shown: packets not discarded
-        first_gop: list[av.Packet] = []
+        shown = ShownPackets()
         last_gop: list[av.Packet] = []
+        start_time: float | None = None
         end_time: float | None = None
-        timestamps: tuple[list[int | None], list[int | None], list[bool]] = ([], [], [])
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
                 packets += 1
+                shown.add(packet)
                 if packet.is_keyframe:
                     last_gop = []
                 last_gop.append(packet)
-                if frames < _FIRST_FRAME_PACKETS:  # with any discarded lead-in: the frames refer to it
-                    first_gop.append(packet)
-                if packet.is_discard:
-                    continue
-                frames += 1
-                for values, value in zip(timestamps, (packet.pts, packet.dts, packet.is_keyframe), strict=True):
-                    values.append(value)
-                if packet.pts is not None and packet.time_base is not None:
+                if packet.pts is not None and packet.time_base is not None and not packet.is_discard:
+                    start = float(packet.pts * packet.time_base)
                     end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                    start_time = start if start_time is None else min(start_time, start)
                     end_time = end if end_time is None else max(end_time, end)
         except (av.error.FFmpegError, OSError) as exc:
             raise _Reject(TRUNCATED, f"demuxing stopped after {packets} packets ({_error_text(exc)})") from None
@@ -235,41 +214,44 @@ def _probe(path: Path) -> ProbeResult:
             raise _Reject(NO_DECODABLE_FRAME, f"the {codec} stream has no packets")
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
+        # Timestamps need not start at 0 (an MPEG-TS capture's clock, unwrapped to below 0 near its wrap).
+        span = None if end_time is None or start_time is None else end_time - min(start_time, 0.0)
         if header_frames:
             if header_frames - packets > max(1.0, _MISSING_FRAMES_TOLERANCE * header_frames):
                 raise _Reject(TRUNCATED, f"the header says {header_frames} frames, only {packets} are in the file")
-        elif end_time is not None:
+        elif span is not None and (stream.duration or len(container.streams) == 1):
+            # A container's duration is its longest stream's: compared only when it is the video's.
             duration = _header_seconds(container, stream)
             slack = max(1.5 / fps if fps > 0 else 0.0, _MISSING_FRAMES_TOLERANCE * (duration or 0.0))
-            if duration and duration - end_time > slack:
-                raise _Reject(TRUNCATED, f"the header says {duration:.2f} s, the packets end at {end_time:.2f} s")
+            if duration and duration - span > slack:
+                raise _Reject(TRUNCATED, f"the header says {duration:.2f} s, the packets end at {span:.2f} s")
 
-        if frames < MIN_FRAMES:
-            raise _Reject(TOO_SHORT, f"{frames} frame(s), at least {MIN_FRAMES} are needed (clips loop a shorter "
-                                     f"video, so its motion features would be mostly zero); use a longer video")
-
-        first, first_error = _decode_one(stream.codec_context, first_gop, last=False)
+        first, first_error = decode_one(stream.codec_context, shown.lead_in)
         if first is None:
             detail = f" ({first_error})" if first_error else ""
             raise _Reject(NO_DECODABLE_FRAME, f"{packets} {codec} packets, none decodes{detail}")
-        last, last_error = _decode_one(stream.codec_context, last_gop, last=True)
+        shown.shown_from(first.pts)
+        if shown.frames < MIN_FRAMES:
+            raise _Reject(TOO_SHORT, f"{shown.frames} frame(s), at least {MIN_FRAMES} are needed (clips loop a "
+                                     f"shorter video, so its motion features would be mostly zero); use a longer video")
+        last, last_error = decode_one(stream.codec_context, last_gop, last=True)
         if last is None:
             detail = f" ({last_error})" if last_error else ""
             raise _Reject(TRUNCATED, f"the first frame decodes, the last does not{detail}")
 
-        if fps <= 0 and end_time:
-            fps = frames / end_time
+        if fps <= 0 and span:
+            fps = shown.frames / span
         if fps <= 0:
             raise _Reject(NO_DECODABLE_FRAME, "no frame rate in the header and no timestamps")
         _check_rotation(path, first)
         return ProbeResult(
             path=str(path),
             codec=codec,
-            frames=frames,
+            frames=shown.frames,
             fps=round(fps, 6),
             width=first.width,
             height=first.height,
-            keyframes=index_from_packets(*timestamps),
+            keyframes=index_from_packets(*shown.timestamps()),
         )
 
 

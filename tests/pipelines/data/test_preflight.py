@@ -24,7 +24,7 @@ from pipelines.data.preflight import (
     probe_video,
 )
 from pipelines.video.codecs import codec_extension, write_video
-from tests.edited_videos import stream_copied_cut
+from tests.edited_videos import remux, stream_copied_cut
 
 FRAMES = 10
 
@@ -178,3 +178,18 @@ def test_a_cut_with_a_long_discarded_lead_in_passes(tmp_path: Path) -> None:
     result = probe_video(cut)
     assert result.ok, result.reason
     assert result.frames == 20
+
+
+def test_a_transport_stream_whose_clock_wrapped_is_not_truncated(tmp_path: Path) -> None:
+    """An MPEG-TS clock near its 26.5-hour wrap: FFmpeg unwraps the timestamps to start below 0, and
+    the packets' span, not their end, is compared with the header's duration."""
+    source, wrapped = tmp_path / "source.mp4", tmp_path / "wrapped.ts"
+    tiny = np.random.default_rng(3).integers(0, 256, (50, 24, 32, 3), dtype=np.uint8)
+    write_video(source, tiny, 25, "h264")
+    remux(source, wrapped, "mpegts", options={"output_ts_offset": "95440"})  # 2**33 / 90 kHz = 95443.7 s
+    with av.open(str(wrapped)) as container:
+        assert next(packet.pts for packet in container.demux(video=0)) < 0
+    result = probe_video(wrapped)
+    assert result.ok, result.reason
+    assert result.frames == 50
+

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as tvf
 from pipelines.data.keyframes import scan_keyframe_index
 from pipelines.video.codecs import codec_extension, write_video
 from pipelines.video.decode import DecodeError, decode_at, decode_frames
-from tests.edited_videos import stream_copied_cut
+from tests.edited_videos import remux, stream_copied_cut, transport_stream_cut
 
 FRAMES = 72
 GOP = 12
@@ -36,9 +36,16 @@ ENCODINGS = {
 # at that keyframe, an edit list discards the 6 frames before T, and the demuxer seeks a keyframe early.
 CUT = "h264-stream-copied-cut"
 CUT_AT = GOP + 6
+# "h264-bframes" in MPEG-TS, recorded from mid-GOP: packets before the first keyframe that the
+# decoder drops (with the frames that refer to them).
+MID_GOP = "h264-ts-recorded-mid-gop"
+MID_GOP_TS_PACKETS = 60  # transport packets missing from the start
 
 
-def frame_count(name: str) -> int:
+def frame_count(name: str, path: Path) -> int:
+    """Frames of the video (what a sequential decode shows)."""
+    if name == MID_GOP:
+        return len(decode_frames(path))  # fewer than its packets, checked below
     return FRAMES - CUT_AT if name == CUT else FRAMES
 
 
@@ -55,14 +62,18 @@ def moving_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
     return frames
 
 
-@pytest.fixture(scope="module", params=[*ENCODINGS, CUT])
+@pytest.fixture(scope="module", params=[*ENCODINGS, CUT, MID_GOP])
 def encoded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    codec, options = ENCODINGS["h264-bframes" if request.param == CUT else request.param]
+    codec, options = ENCODINGS["h264-bframes" if request.param in (CUT, MID_GOP) else request.param]
     path = tmp_path_factory.mktemp(request.param) / f"v{codec_extension(codec)}"
     write_video(path, moving_frames(FRAMES), 25, codec, options=options)
     if request.param == CUT:
         source, path = path, path.with_name("cut.mp4")
         assert stream_copied_cut(source, path, CUT_AT) == CUT_AT - GOP
+    if request.param == MID_GOP:
+        source, whole, path = path, path.with_name("whole.ts"), path.with_name("mid_gop.ts")
+        remux(source, whole, "mpegts")
+        transport_stream_cut(whole, path, MID_GOP_TS_PACKETS)
     return request.param, path
 
 
@@ -74,9 +85,9 @@ def picture_types(path: Path) -> set[PictureType]:
 def test_the_encodings_have_what_makes_seeking_hard(encoded: tuple[str, Path]) -> None:
     name, path = encoded
     index = scan_keyframe_index(path)
-    assert index is not None and index.frames == frame_count(name)
-    assert len(index.keyframes) >= frame_count(name) // GOP  # seeking has somewhere to go
-    if "bframes" in name or "open-gop" in name or name == CUT:
+    assert index is not None and index.frames == frame_count(name, path)
+    assert len(index.keyframes) >= frame_count(name, path) // GOP  # seeking has somewhere to go
+    if "bframes" in name or "open-gop" in name or name in (CUT, MID_GOP):
         assert PictureType.B in picture_types(path)  # frames are stored out of presentation order
     if name == CUT:
         with av.open(str(path)) as container:
@@ -85,13 +96,17 @@ def test_the_encodings_have_what_makes_seeking_hard(encoded: tuple[str, Path]) -
             container.seek(int(index.seek_targets[1][0]), stream=stream, backward=True)
             landed = next(packet for packet in container.demux(stream) if packet.size)
             assert index.frame_number(landed.pts) == index.keyframes[0]  # a keyframe early
+    if name == MID_GOP:
+        with av.open(str(path)) as container:
+            packets = [packet for packet in container.demux(video=0) if packet.size]
+        assert not packets[0].is_keyframe and len(packets) > index.frames  # the decoder drops some
 
 
 def test_seeking_gives_the_frames_of_a_sequential_decode(encoded: tuple[str, Path]) -> None:
     """Every window position (clip-like: every 2nd frame; and scattered frames), with one and two
     decoder threads: the same pixels as decoding everything from frame 0."""
     name, path = encoded
-    frames = frame_count(name)
+    frames = frame_count(name, path)
     full = decode_frames(path)
     assert len(full) == frames
     index = scan_keyframe_index(path)
@@ -110,7 +125,7 @@ def test_a_clip_costs_the_same_anywhere_in_the_video(encoded: tuple[str, Path]) 
     early one (at most a GOP before it, the clip's span and the B-frame delay)."""
     name, path = encoded
     index = scan_keyframe_index(path)
-    frames = frame_count(name)
+    frames = frame_count(name, path)
     late = decode_at(path, np.arange(frames - 10, frames, 2), index=index, codec_threads=1)
     assert late.route == "seek" and late.frames_decoded <= GOP + 10 + 4
 

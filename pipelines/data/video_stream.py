@@ -1,0 +1,98 @@
+"""The video of a file: which stream it is, and which of its packets are frames.
+
+The video stream is FFmpeg's best video stream (``av_find_best_stream``) that is not an attached
+picture: cover art, or a still image track, may come before the video.
+
+A decoder does not show every packet it is given. Packets an MP4/MOV edit list marks as discarded
+(the lead-in of a cut made with ``ffmpeg -ss T -c copy``) are decoded as references and never
+shown; packets before the first keyframe of a stream that starts mid-GOP (an MPEG-TS capture cut
+anywhere) are dropped by the decoder, with the frames that refer to them. Frame ``i`` of a video is
+the ``i``-th frame a sequential decode shows, so frame counts and keyframe indexes keep only the
+packets that are not discarded and whose pts is at least that of the first frame the decoder shows
+(:class:`ShownPackets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import av
+
+# Packets shown from the first keyframe on that are decoded to find the first shown frame (decoders
+# with frame delay, B-frames or threads, need a few), and at most this many others (before it, or
+# discarded by an edit list).
+FIRST_FRAME_PACKETS = 64
+LEAD_IN_LIMIT = 600
+
+
+def video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The stream a file's frames are read from; None when it has no video (but pictures)."""
+    moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not moving:
+        return None
+    best = container.streams.best("video")
+    return best if best in moving else moving[0]
+
+
+class ShownPackets:
+    """Timestamps of a stream's frames, fed its packets in demux order (:meth:`add`), then told the
+    first frame its decoder shows (:meth:`shown_from`, with the first frame :attr:`lead_in` decodes to)."""
+
+    def __init__(self) -> None:
+        self.pts: list[int | None] = []
+        self.dts: list[int | None] = []
+        self.keyframe: list[bool] = []
+        self.lead_in: list[av.Packet] = []  # what a decoder needs for the first shown frame
+        self._keyed = False
+        self._from_keyframe = 0  # packets shown from the first keyframe on
+
+    def add(self, packet: av.Packet) -> None:
+        """One demuxed packet (not the end-of-stream marker)."""
+        if self._from_keyframe < FIRST_FRAME_PACKETS and len(self.lead_in) < LEAD_IN_LIMIT + FIRST_FRAME_PACKETS:
+            self.lead_in.append(packet)
+        self._keyed = self._keyed or bool(packet.is_keyframe)
+        if packet.is_discard:
+            return
+        self._from_keyframe += self._keyed
+        self.pts.append(packet.pts)
+        self.dts.append(packet.dts)
+        self.keyframe.append(bool(packet.is_keyframe))
+
+    def shown_from(self, first_pts: int | None) -> None:
+        """Drop the packets shown before ``first_pts``, the pts of the first frame a sequential
+        decode shows (None: unknown, keep all)."""
+        if first_pts is None:
+            return
+        keep = [n for n, pts in enumerate(self.pts) if pts is None or pts >= first_pts]
+        self.pts = [self.pts[n] for n in keep]
+        self.dts = [self.dts[n] for n in keep]
+        self.keyframe = [self.keyframe[n] for n in keep]
+
+    @property
+    def frames(self) -> int:
+        return len(self.pts)
+
+    def timestamps(self) -> tuple[Sequence[int | None], Sequence[int | None], Sequence[bool]]:
+        return self.pts, self.dts, self.keyframe
+
+
+def decode_one(
+    codec_context: av.CodecContext, packets: Sequence[av.Packet], *, last: bool = False
+) -> tuple[av.VideoFrame | None, str]:
+    """Decode ``packets`` from a fresh decoder state: the first (or last) frame they give, and
+    FFmpeg's message of the last decoder error ("" when none)."""
+    codec_context.flush_buffers()
+    found: av.VideoFrame | None = None
+    error = ""
+    for packet in [*packets, None]:
+        try:
+            frames = codec_context.decode(packet)
+        except (av.FFmpegError, ValueError) as exc:
+            error = getattr(exc, "strerror", None) or str(exc)  # without the file name PyAV appends
+            continue
+        if frames:
+            found = frames[-1] if last else frames[0]
+            if not last:
+                break
+    codec_context.flush_buffers()
+    return found, error
