@@ -128,6 +128,12 @@ def open_video_stream(container: av.container.InputContainer, path: str | os.Pat
     return stream
 
 
+def header_size(stream: av.VideoStream) -> tuple[int, int] | None:
+    """(height, width) of a stream's frames as its header gives them (None when it does not)."""
+    context = stream.codec_context
+    return (context.height, context.width) if context.height > 0 and context.width > 0 else None
+
+
 def decode_frames(
     path: str | os.PathLike[str],
     indices: Sequence[int] | None = None,
@@ -215,7 +221,9 @@ def stored_to_rgb(stored: np.ndarray, layout: FrameLayout) -> np.ndarray:
 class FrameShrinker:
     """Decoded frames in stored form, shrunk (never enlarged) so the shorter side is ``short_side``
     (None: source size): I420 when the decoder gives limited-range 4:2:0 with even sides (sides
-    rounded up to even), else RGB. The layout is fixed by the first frame.
+    rounded up to even), else RGB. The layout is fixed by the first frame, at the size of
+    ``source_size`` (height, width: the stream's, from its header) when given, so every clip of a
+    video whose frame size changes mid-stream (joined recordings) has one size.
 
     One swscale call per frame (one cached context per video), no full-size RGB in between, with
     swscale's bilinear filter, which widens its triangle by the shrink ratio: the antialiased resize
@@ -224,16 +232,18 @@ class FrameShrinker:
     Measured per 320x240 frame shrunk to 170x128: bilinear 109 us, swscale's area filter 144 us,
     OpenCV's INTER_AREA 303 us."""
 
-    def __init__(self, short_side: int | None) -> None:
+    def __init__(self, short_side: int | None, source_size: tuple[int, int] | None = None) -> None:
         self.short_side = short_side
+        self.source_size = source_size
         self.layout: FrameLayout | None = None
         self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if self.layout is None:
-            height, width = scaled_size(frame.height, frame.width, self.short_side)
+            source_height, source_width = self.source_size or (frame.height, frame.width)
+            height, width = scaled_size(source_height, source_width, self.short_side)
             if is_i420(frame):
-                height, width = min(height + height % 2, frame.height), min(width + width % 2, frame.width)
+                height, width = min(height + height % 2, source_height), min(width + width % 2, source_width)
                 self.layout = FrameLayout("i420", 0, height, width)
             else:
                 self.layout = FrameLayout("rgb24", 0, height, width)
@@ -377,13 +387,13 @@ def _decode_indexed(
     key = index.keyframe_before(int(wanted[0]))
     needed = set(wanted.tolist())
     first, last = int(wanted[0]), int(wanted[-1])
-    shrink = FrameShrinker(short_side)
     out: dict[int, np.ndarray] = {}
     decoded = 0
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = open_video_stream(container, path, codec_threads)
             context = stream.codec_context
+            shrink = FrameShrinker(short_side, header_size(stream))
             packets: Iterable[av.Packet] = container.demux(stream)
             seeked = key is not None and int(index.keyframes[key]) > 0
             if seeked:
@@ -437,13 +447,13 @@ def _decode_sequential(
     """Decode from the start, counting frames, up to the last wanted one (or the end)."""
     needed = set(wanted.tolist())
     last = int(wanted[-1])
-    shrink = FrameShrinker(short_side)
     out: dict[int, np.ndarray] = {}
     count = 0
     final: av.VideoFrame | None = None
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = open_video_stream(container, path, codec_threads)
+            shrink = FrameShrinker(short_side, header_size(stream))
             for final in container.decode(stream):
                 if count in needed:
                     out[count] = shrink(final)

@@ -146,6 +146,25 @@ def test_a_cut_seeks_like_its_source(tmp_path: Path) -> None:
         assert in_cut.frames_decoded == in_source.frames_decoded
 
 
+def test_every_clip_of_a_video_whose_size_changes_has_one_size(tmp_path: Path) -> None:
+    """Two transport-stream recordings of different sizes joined end to end: clips after the change
+    come at the size the stream's header gives (its first frames'), as clips before it."""
+    parts = []
+    for number, (height, width) in enumerate(((48, 64), (36, 48))):
+        encoded, part = tmp_path / f"part{number}.mp4", tmp_path / f"part{number}.ts"
+        frames = moving_frames(40, height=height, width=width)
+        write_video(encoded, frames, 25, "h264", options=ENCODINGS["h264-bframes"][1])
+        remux(encoded, part, "mpegts", options={"output_ts_offset": str(2.0 * number)})
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(parts))
+    index = scan_keyframe_index(joined)
+    assert index is not None and index.frames == 80
+    for short_side in (None, 24):
+        shapes = {decode_at(joined, [start, start + 2], short_side, index=index).shape for start in range(0, 78, 6)}
+        assert shapes == {(2, 48, 64, 3) if short_side is None else (2, 24, 32, 3)}
+
+
 def test_frames_are_shrunk_to_the_short_side(encoded: tuple[str, Path]) -> None:
     _, path = encoded
     decoded = decode_at(path, [30, 32], 24, index=scan_keyframe_index(path))
