@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -58,11 +59,18 @@ def unreadable_source(path: str | os.PathLike[str], exc: OSError) -> DecodeError
     )
 
 
-def decode_error(path: str | os.PathLike[str], exc: Exception) -> DecodeError:
-    """The :class:`DecodeError` of ``exc``, raised while reading ``path``."""
+def decode_error(path: str | os.PathLike[str], exc: Exception, frame: int | None = None) -> DecodeError:
+    """The :class:`DecodeError` of ``exc``, raised while reading ``path`` (at frame ``frame``, when
+    known): FFmpeg's message without its error number and function name."""
     if isinstance(exc, FileNotFoundError | PermissionError):
         return unreadable_source(path, exc)
-    return DecodeError(f"{path}: {type(exc).__name__}: {exc}")
+    where = "" if frame is None else f" at frame {frame}"
+    if not isinstance(exc, av.FFmpegError):
+        return DecodeError(f"{path}: {type(exc).__name__}{where}: {exc}")
+    return DecodeError(
+        f"{path}: {type(exc).__name__}{where}: {exc.strerror or exc}; if the file is damaged, re-encode it "
+        f"(`ffmpeg -i {shlex.quote(str(path))} -c:v libx264 -crf 18 fixed.mp4`) or remove it"
+    )
 
 
 def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
@@ -406,10 +414,10 @@ def _decode_indexed(
                     context.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
                 try:
                     frames = packet.decode()
-                except av.FFmpegError:
+                except av.FFmpegError as exc:
                     if number is not None and number < first:
                         continue  # a leading frame of an open GOP whose references precede the seek
-                    raise
+                    raise decode_error(path, exc, number) from exc
                 for frame in frames:
                     decoded += 1
                     frame_number = index.frame_number(frame.pts)

@@ -226,3 +226,22 @@ def test_a_video_gone_since_prepare_is_a_decode_error_with_the_fix(tmp_path: Pat
             f"{path}: cannot read it (No such file or directory); if it was moved or deleted, rerun "
             "`python cli.py prepare` to index the folder again"
         )
+
+
+def test_a_damaged_frame_is_a_one_line_error_with_its_frame_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.mp4"
+    write_video(path, moving_frames(FRAMES), 25, "h264", options=ENCODINGS["h264-bframes"][1])
+    index = scan_keyframe_index(path)
+    assert index is not None
+    with av.open(str(path)) as container:
+        packets = {index.frame_number(p.pts): (p.pos, p.size) for p in container.demux(video=0) if p.size}
+    position, size = packets[40]
+    data = bytearray(path.read_bytes())
+    data[position : position + size] = bytes(size)  # the frame's bytes zeroed
+    path.write_bytes(bytes(data))
+    assert decode_at(path, [20, 22], index=index).read([20, 22]).shape == (2, 48, 64, 3)  # before it: fine
+    with pytest.raises(DecodeError) as error:
+        decode_at(path, [38, 40, 42], index=index)
+    message = str(error.value)
+    assert message.startswith(f"{path}: InvalidDataError at frame ") and "\n" not in message
+    assert "Errno" not in message and f"ffmpeg -i {path} -c:v libx264" in message
