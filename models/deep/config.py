@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from models.networks import cnn2d, cnn3d
+from pipelines.data.video_stream import FRAMES_DEFINITION
 from pipelines.video.decode import SHRINK_FILTER
 
 MODELS = ("cnn2d", "cnn3d")
@@ -88,12 +89,13 @@ class DeepConfig:
         object.__setattr__(self, "learning_curve_fractions", tuple(float(f) for f in self.learning_curve_fractions))
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings, and the filter the clips' frames are shrunk with (``shrink_filter``, not a
-        setting: recorded so that checkpoints, results and learning-curve points of frames shrunk
-        otherwise are not continued or reused)."""
+        """The settings, and how the clips' frames are decoded (not settings: the filter they are
+        shrunk with and which packets are frames, recorded so that checkpoints, results and
+        learning-curve points of frames decoded otherwise are not continued or reused)."""
         data = asdict(self)
         data["learning_curve_fractions"] = list(self.learning_curve_fractions)
         data["shrink_filter"] = SHRINK_FILTER
+        data["frames_definition"] = FRAMES_DEFINITION
         return data
 
     def changes_from(self, saved: Mapping[str, Any], ignore: frozenset[str] = NOT_IN_MODEL) -> list[str]:

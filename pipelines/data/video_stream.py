@@ -18,6 +18,9 @@ from collections.abc import Sequence
 
 import av
 
+# Which packets are frames: 1, every demuxed packet; 2, the packets the decoder shows (above). Stored
+# features, decoded-clip cache entries and CNN results depend on it, so each records it.
+FRAMES_DEFINITION = 2
 # Packets shown from the first keyframe on that are decoded to find the first shown frame (decoders
 # with frame delay, B-frames or threads, need a few), and at most this many others (before it, or
 # discarded by an edit list).

@@ -52,6 +52,7 @@ from core.runfiles import (
 )
 from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord, class_names, index_fingerprint, read_videos_csv
+from pipelines.data.video_stream import FRAMES_DEFINITION
 from pipelines.features.kernel import (
     KERNEL_VERSION,
     FeatureSpec,
@@ -199,8 +200,9 @@ def stored_spec(path: str | os.PathLike[str]) -> FeatureSpec | None:
 def features_fingerprint(videos_csv: str | os.PathLike[str], spec: FeatureSpec) -> str:
     """What the matrix depends on: the index and its video files (:func:`~pipelines.data.records.index_fingerprint`;
     a re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version, and
-    the filter that shrinks decoded frames."""
-    return fingerprint(index_fingerprint(read_videos_csv(videos_csv)), spec.to_dict(), KERNEL_VERSION, SHRINK_FILTER)
+    the filter that shrinks decoded frames and which packets are frames."""
+    index_id = index_fingerprint(read_videos_csv(videos_csv))
+    return fingerprint(index_id, spec.to_dict(), KERNEL_VERSION, SHRINK_FILTER, FRAMES_DEFINITION)
 
 
 def _existing_features(path: Path) -> FeatureSet | None:

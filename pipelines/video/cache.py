@@ -42,8 +42,9 @@ from core.runfiles import atomic_path, atomic_write_json, file_signature, set_as
 from pipelines.video.decode import MISSING_TAIL_TOLERANCE, DecodedFrames, FrameLayout, stored_to_rgb
 
 # Bump when what is stored changes; old entries are then simply not found. 4: frames shrunk with
-# swscale's bilinear filter (decode.SHRINK_FILTER), the area filter before.
-CACHE_FORMAT = 4
+# swscale's bilinear filter (decode.SHRINK_FILTER), the area filter before; 5: frames numbered as the
+# decoder shows them (video_stream.FRAMES_DEFINITION 2).
+CACHE_FORMAT = 5
 PIXEL_FORMATS = ("i420", "rgb24")
 MAX_VIDEO_FRAMES = 300  # the most frames stored per video (12 s at 25 fps)
 DEFAULT_DISK_FRACTION = 0.25  # default limit: this fraction of the disk space free for the cache

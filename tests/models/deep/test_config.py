@@ -49,20 +49,23 @@ def test_switching_the_clip_cache_keeps_checkpoints_resumable(tmp_path, capsys):
     assert check_resumable(saved, replace(config, cache=False, num_threads=3), last, "auto")
 
 
-def test_frames_shrunk_with_another_filter_are_neither_continued_nor_reused(tmp_path, capsys):
+def test_frames_decoded_otherwise_are_neither_continued_nor_reused(tmp_path, capsys):
     """Checkpoints, results and curve points record the filter the clips' frames were shrunk with
-    (a change of filter changes every training clip's pixels)."""
+    (a change of filter changes every training clip's pixels) and which packets are frames."""
     from models.deep.checkpoint import ResumePoint, check_resumable
+    from pipelines.data.video_stream import FRAMES_DEFINITION
     from pipelines.video.decode import SHRINK_FILTER
 
     config = PROFILES["tiny"].deep_config("cnn2d")
     assert config.to_dict()["shrink_filter"] == SHRINK_FILTER
+    assert config.to_dict()["frames_definition"] == FRAMES_DEFINITION
     other = {**config.to_dict(), "shrink_filter": "AREA"}
-    before = {k: v for k, v in config.to_dict().items() if k != "shrink_filter"}  # a file of an older version
+    before = {k: v for k, v in config.to_dict().items() if k not in ("shrink_filter", "frames_definition")}
     last = tmp_path / "last.pt"
     with pytest.raises(ValueError, match=f"shrink_filter: 'AREA' -> '{SHRINK_FILTER}'"):
         check_resumable(ResumePoint({"config": other}, None), config, last, "yes")
     assert not check_resumable(ResumePoint({"config": before}, None), config, last, "auto")
-    assert f"shrink_filter: None -> '{SHRINK_FILTER}'): training afresh" in capsys.readouterr().err
+    changes = f"shrink_filter: None -> '{SHRINK_FILTER}', frames_definition: None -> {FRAMES_DEFINITION}"
+    assert f"{changes}): training afresh" in capsys.readouterr().err
     assert config.changes_from(other) == [f"shrink_filter: 'AREA' -> '{SHRINK_FILTER}'"]  # a stored result: retrained
-    assert DeepConfig(**{k: v for k, v in other.items() if k != "shrink_filter"}) == config
+    assert DeepConfig(**{k: v for k, v in other.items() if k not in ("shrink_filter", "frames_definition")}) == config
