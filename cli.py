@@ -22,7 +22,7 @@ from workflow.profiles import PROFILE_NAMES, profiles_help
 
 DEEP_MODELS = ("cnn2d", "cnn3d")
 CLASSICAL_MODELS = ("svm", "rf", "knn", "logreg", "gb")
-INTERRUPTED = "interrupted: finished work is kept; rerun the same command to continue."
+INTERRUPTED = "interrupted: finished work is kept; rerun the same command to continue (`deep`: add --resume)."
 
 
 def _version() -> str:

@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v")
 
-_UCF_NAME = re.compile(r"^v_(?P<name>.+)_g(?P<group>\d+)_c(?P<clip>\d+)$", re.IGNORECASE)
+# A copy's suffix after the clip number (" (1)", "-copy", ".part2") keeps the group: a name of its own
+# would make the copy a group of one and let its actor and scene into another split.
+_UCF_NAME = re.compile(r"^v_(?P<name>.+?)_g(?P<group>\d+)_c(?P<clip>\d+)(?:[ ._\-(].*)?$", re.IGNORECASE)
 _DEMO_HINT = "generate a demo dataset with `python cli.py demo-data data/demo`"
 
 

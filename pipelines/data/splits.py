@@ -371,7 +371,7 @@ def load_official_split(data_root: str | os.PathLike[str], number: int) -> Offic
     for folder in folders:
         if all((folder / name).is_file() for name in names):
             train_text, test_text, index_text = (
-                (folder / name).read_text(encoding="utf-8", errors="replace") for name in names
+                (folder / name).read_text(encoding="utf-8-sig", errors="replace") for name in names  # BOM: Notepad
             )
             return OfficialSplit(
                 number=number,

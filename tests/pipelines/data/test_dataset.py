@@ -31,22 +31,24 @@ def test_group_of_ucf_and_other_names() -> None:
     assert group_of("ApplyEyeMakeup", "v_ApplyEyeMakeup_g08_c01") == "g08"
     assert group_of("ApplyEyeMakeup", "v_ApplyEyeMakeup_g8_c1") == "g08"
     assert group_of("HandstandPushups", "v_HandStandPushups_g01_c02") == "g01"
+    assert group_of("Punch", "v_Punch_g02_c02 (1)") == group_of("Punch", "v_Punch_g02_c02-copy") == "g02"
+    assert group_of("Punch", "v_Punch_g02_c02x") == "Punch/v_Punch_g02_c02x"
     # Other names: one group per file, qualified by the class so equal stems stay two groups.
     assert group_of("Punch", "my_clip") == "Punch/my_clip"
 
 
 def test_scan_finds_videos_case_insensitively(tmp_path: Path) -> None:
     root = touch_tree(tmp_path / "data", {
-        "Punch": ["v_Punch_g01_c01.avi", "v_Punch_g01_c02.AVI", "clip.MKV", "notes.txt", ".hidden.avi"],
+        "Punch": ["v_Punch_g01_c01.avi", "v_Punch_g01_c02.AVI", "clip.MKV", "phone.MOV", "notes.txt", ".hidden.avi"],
         "PullUps": ["v_PullUps_g02_c01.webm", "x.mp4", "x.avi"],
         "Empty": ["readme.txt"],
     })
     files = scan_dataset(root)
     assert [f.video_id for f in files] == [
         "PullUps/v_PullUps_g02_c01", "PullUps/x.avi", "PullUps/x.mp4",
-        "Punch/clip", "Punch/v_Punch_g01_c01", "Punch/v_Punch_g01_c02",
+        "Punch/clip", "Punch/phone", "Punch/v_Punch_g01_c01", "Punch/v_Punch_g01_c02",
     ]
-    assert [f.group for f in files] == ["g02", "PullUps/x", "PullUps/x", "Punch/clip", "g01", "g01"]
+    assert [f.group for f in files] == ["g02", "PullUps/x", "PullUps/x", "Punch/clip", "Punch/phone", "g01", "g01"]
     assert all(f.path.is_absolute() for f in files)
     assert list_classes(root) == ["PullUps", "Punch"]  # "Empty" holds no video
     assert {f.class_name for f in scan_dataset(root, ["Punch"])} == {"Punch"}

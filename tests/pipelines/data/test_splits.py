@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import event, given, settings
@@ -267,3 +268,16 @@ def test_parse_split_spec() -> None:
     for bad in ("foo", "official", "official:0", "official:x", "group:1"):
         with pytest.raises(ValueError, match="use 'group', 'official:N'"):
             parse_split_spec(bad)
+
+
+def test_official_lists_saved_with_a_byte_order_mark_are_read_whole(tmp_path: Path) -> None:
+    """Lists saved by Windows Notepad start with a UTF-8 BOM: it is no part of the first entry."""
+    from pipelines.data.splits import load_official_split
+
+    bom = "\ufeff"
+    (tmp_path / "classInd.txt").write_text(bom + "1 PullUps\n2 Punch\n", encoding="utf-8")
+    (tmp_path / "trainlist01.txt").write_text(bom + "PullUps/v_PullUps_g08_c01.avi 1\n", encoding="utf-8")
+    (tmp_path / "testlist01.txt").write_text(bom + "Punch/v_Punch_g01_c01.avi\n", encoding="utf-8")
+    split = load_official_split(tmp_path, 1)
+    assert split.class_order == ("PullUps", "Punch")
+    assert all(not key.startswith(bom) for key in split.train | split.test) and len(split.train) == 1
