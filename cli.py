@@ -491,7 +491,8 @@ def predict(context: Context, run_dir: Path, videos: tuple[Path, ...], model_nam
     Each video takes the path it took in the comparison: the pre-flight check, the same decoding,
     the model's feature settings or clip protocol, on the CPU or the GPU. The CSV has the columns
     path, predicted_class, score_<Class> for every class, top<i>_class/top<i>_score, seconds and
-    error: a file that cannot be read gets a row with the reason in error, never dropped.
+    error: a file that cannot be read gets a row with the reason in error, never dropped. The exit
+    status is 1 when no video could be classified.
 
     \b
     Examples:
@@ -505,7 +506,9 @@ def predict(context: Context, run_dir: Path, videos: tuple[Path, ...], model_nam
     predictor = load_model(run_dir, model_name, backend=context.backend, batch_size=batch_size)
     click.echo(f"model: {predictor.name} ({predictor.choice.reason}); {predictor.family}, "
                f"{len(predictor.class_names)} classes; device {context.backend.device_description()}")
-    click.echo(predict_to_csv(predictor, files, out, top_k=top_k).text())
+    report = predict_to_csv(predictor, files, out, top_k=top_k)
+    click.echo(report.text())
+    report.check_any_classified()
 
 
 @main.command("export")

@@ -351,6 +351,15 @@ class PredictReport:
                 lines.append(f"  ... and {len(failed) - 5} more")
         return "\n".join(lines)
 
+    def check_any_classified(self) -> None:
+        """``ValueError`` when no video could be classified (a script must not take that for success);
+        the CSV still lists every video with its reason."""
+        if self.predictions and all(row.error for row in self.predictions):
+            raise ValueError(
+                f"none of the {len(self.predictions)} video(s) could be classified; the reasons are in the "
+                f"error column of {self.out}"
+            )
+
 
 def predict_to_csv(
     predictor: Predictor,

@@ -58,6 +58,12 @@ class VideoFile:
     group: str
     video_id: str  # "Class/stem" (relative path without extension)
 
+    @property
+    def named_group(self) -> bool:
+        """Whether the UCF101 name gives the group (``gGG``, see :func:`group_of`); otherwise the file
+        is a group of its own."""
+        return "/" not in self.group
+
 
 def is_video_file(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")

@@ -3,9 +3,11 @@
 An exact copy adds no information and harms the comparison wherever it lands: across train and
 test it leaks (the model is scored on a video it was trained on, so every model looks perfect),
 inside test it counts one prediction twice and narrows the confidence intervals, inside train it
-doubles a video's weight. So of each set of identical files the first in scan order (class, then
-file name) is kept and the others are rejected with the name of the kept one. Copies in different
-class folders carry conflicting labels: all of them are rejected.
+doubles a video's weight. So of each set of identical files one is kept and the others are rejected
+with the name of the kept one: the first in scan order (class, then file name) of those whose UCF101
+name gives their group, else the first. A copy under another name ("a copy.avi") is a group of its
+own: kept instead of ``v_Punch_g01_c01.avi``, it could land in test while the rest of g01, same actor
+and scene, trains. Copies in different class folders carry conflicting labels: all of them are rejected.
 
 Cheap: only files that share their size with another are read and hashed (SHA-256).
 """
@@ -64,8 +66,11 @@ def find_duplicates(files: Sequence[VideoFile]) -> list[DuplicateSet]:
             continue
         copies = sorted(copies, key=lambda f: order[f.path])
         paths = tuple(str(f.path) for f in copies)
-        same_class = len({f.class_name for f in copies}) == 1
-        duplicate_set = DuplicateSet(paths[0], paths[1:]) if same_class else DuplicateSet("", paths)
+        if len({f.class_name for f in copies}) > 1:
+            duplicate_set = DuplicateSet("", paths)
+        else:
+            kept = str(min(copies, key=lambda f: (not f.named_group, order[f.path])).path)
+            duplicate_set = DuplicateSet(kept, tuple(path for path in paths if path != kept))
         found.append((order[copies[0].path], duplicate_set))
     return [duplicate_set for _, duplicate_set in sorted(found, key=lambda item: item[0])]
 

@@ -88,6 +88,20 @@ def test_unreadable_files_are_listed_with_the_reason(trained_run: Path, tmp_path
     assert "3 video(s) could not be classified" in output
 
 
+def test_no_video_classified_is_a_failure_with_the_csv_written(trained_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.webm").write_text("not a video at all")
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(main, ["--device", "cpu", "predict", "--run", str(trained_run), "--model", "logreg",
+                                       "--out", str(out), str(tmp_path / "empty.mp4"), str(tmp_path / "text.webm")])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"Error: none of the 2 video(s) could be classified; the reasons are in the error column of {out}"
+    )
+    with open(out, newline="", encoding="utf-8") as handle:
+        assert [row["error"].split(":")[0] for row in csv.DictReader(handle)] == ["pre-flight", "pre-flight"]
+
+
 def test_a_missing_input_is_one_line_naming_it(trained_run: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--device", "cpu", "predict", "--run", str(trained_run), str(tmp_path / "no")])
     assert result.exit_code == 1 and result.output == f"Error: {tmp_path / 'no'}: no such file or folder\n"

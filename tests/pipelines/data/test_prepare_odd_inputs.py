@@ -43,15 +43,15 @@ def rejected_reasons(run: Path, root: Path) -> dict[str, str]:
 
 def test_byte_identical_copies_are_rejected_and_never_cross_splits(tmp_path: Path) -> None:
     root = ucf_tree(tmp_path / "data", groups=4)
-    original = root / "Punch" / "v_Punch_g01_c01.avi"
-    kept = root / "Punch" / "a copy.avi"  # the first in scan order (class, then file name) is kept
-    shutil.copyfile(original, root / "Punch" / "v_Punch_g04_c02.avi")  # another group: would leak across splits
-    shutil.copyfile(original, kept)
+    kept = root / "Punch" / "v_Punch_g01_c01.avi"  # the first in scan order whose name gives its group
+    copy = root / "Punch" / "a copy.avi"  # first in scan order, but a group of its own: it would leak g01
+    shutil.copyfile(kept, root / "Punch" / "v_Punch_g04_c02.avi")  # another group: would leak across splits
+    shutil.copyfile(kept, copy)
     shutil.copyfile(root / "PushUps" / "v_PushUps_g02_c01.avi", root / "PullUps" / "mislabelled.avi")
     run = tmp_path / "run"
     result = prepare(str(root), "--run", str(run))
     assert result.exit_code == 0, result.output
-    assert "duplicate: kept Punch/a copy.avi, rejected Punch/v_Punch_g01_c01.avi, Punch/v_Punch_g04_c02.avi" \
+    assert "duplicate: kept Punch/v_Punch_g01_c01.avi, rejected Punch/a copy.avi, Punch/v_Punch_g04_c02.avi" \
         in result.output
     assert "duplicate with conflicting labels: rejected PullUps/mislabelled.avi, PushUps/v_PushUps_g02_c01.avi" \
         in result.output
@@ -60,20 +60,20 @@ def test_byte_identical_copies_are_rejected_and_never_cross_splits(tmp_path: Pat
     records = read_videos_csv(run / "videos.csv")
     contents = [Path(r.path).read_bytes() for r in records]
     assert len(set(contents)) == len(records), "a byte-identical pair is still in the index"
-    assert "Punch/a copy" in {r.video_id for r in records}
+    assert {r.video_id: r.group for r in records}["Punch/v_Punch_g01_c01"] == "g01"
     reasons = rejected_reasons(run, root)
-    assert set(reasons) == {"Punch/v_Punch_g04_c02.avi", "Punch/v_Punch_g01_c01.avi", "PullUps/mislabelled.avi",
+    assert set(reasons) == {"Punch/v_Punch_g04_c02.avi", "Punch/a copy.avi", "PullUps/mislabelled.avi",
                             "PushUps/v_PushUps_g02_c01.avi"}
-    assert reasons["Punch/v_Punch_g01_c01.avi"].startswith(f"duplicate: byte-identical to {kept} (kept)")
+    assert reasons["Punch/a copy.avi"].startswith(f"duplicate: byte-identical to {kept} (kept)")
     assert reasons["PullUps/mislabelled.avi"].startswith("duplicate with conflicting labels: byte-identical to")
     meta = json.loads((run / "run.json").read_text())
     assert meta["duplicates"] == [
         {"kept": "", "rejected": [str(root / "PullUps" / "mislabelled.avi"),
                                   str(root / "PushUps" / "v_PushUps_g02_c01.avi")]},
-        {"kept": str(kept), "rejected": [str(original), str(root / "Punch" / "v_Punch_g04_c02.avi")]},
+        {"kept": str(kept), "rejected": [str(copy), str(root / "Punch" / "v_Punch_g04_c02.avi")]},
     ]
     again = prepare(str(root), "--run", str(run))
-    assert "up to date" in again.output and "duplicate: kept Punch/a copy.avi" in again.output
+    assert "up to date" in again.output and "duplicate: kept Punch/v_Punch_g01_c01.avi" in again.output
 
 
 def test_odd_files_are_each_rejected_with_the_reason_and_the_fix(tmp_path: Path) -> None:
