@@ -58,7 +58,10 @@ STAGE = "prepare"
 # byte-identical copies and misplaced files are rejected (a clean dataset gets the same videos.csv,
 # so features and results made from it stay valid). 4: prepare also writes keyframes.npz (the same
 # videos.csv again; without the file the loaders index each video on first use, slower).
-PREPARE_VERSION = 4
+# 5: frames are what the decoder shows (edit lists, streams recorded mid-GOP), a copy's suffix keeps
+# the UCF101 group, of byte-identical files the UCF101-named one is kept (runs made before could hold
+# a group of one that leaks its actor; a clean dataset gets the same videos.csv again).
+PREPARE_VERSION = 5
 
 
 class NoUsableVideoError(DatasetError):

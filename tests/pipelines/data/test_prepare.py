@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from cli import main
 from core.runfiles import append_rejected, read_rejected
+from pipelines.data import prepare as prepare_module
 from pipelines.data.keyframes import load_keyframe_indexes
 from pipelines.data.preflight import MIN_FRAMES
 from pipelines.data.prepare import prepare_run
@@ -83,6 +84,19 @@ def test_prepare_end_to_end_and_noop_rerun(tree: Path, tmp_path: Path) -> None:
     other = prepare_run(tree, run, seed=4, progress=False)
     assert not other.up_to_date and other.n_videos == len(records)
     assert [r.split for r in read_videos_csv(run / "videos.csv")] != [r.split for r in records]
+
+
+def test_a_run_prepared_by_an_older_version_is_redone(tree: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(prepare_module, "PREPARE_VERSION", prepare_module.PREPARE_VERSION - 1)
+        prepare_run(tree, run, progress=False)
+    assert json.loads((run / "run.json").read_text())["prepare_version"] == prepare_module.PREPARE_VERSION - 1
+    summary = prepare_run(tree, run, progress=False)
+    assert not summary.up_to_date
+    assert json.loads((run / "run.json").read_text())["prepare_version"] == prepare_module.PREPARE_VERSION
+    assert prepare_run(tree, run, progress=False).up_to_date
 
 
 def test_rerun_keeps_rejections_of_later_stages(tree: Path, tmp_path: Path) -> None:
