@@ -49,6 +49,7 @@ from pipelines.data.splits import (
     group_split,
     list_file_names,
     load_official_split,
+    official_key,
     parse_split_spec,
 )
 
@@ -60,7 +61,8 @@ STAGE = "prepare"
 # videos.csv again; without the file the loaders index each video on first use, slower).
 # 5: frames are what the decoder shows (edit lists, streams recorded mid-GOP), a copy's suffix keeps
 # the UCF101 group, of byte-identical files the UCF101-named one is kept (runs made before could hold
-# a group of one that leaks its actor; a clean dataset gets the same videos.csv again).
+# a group of one that leaks its actor; a clean dataset gets the same videos.csv again); official
+# splits name their unlisted files in rejected.csv and their list entries with no file in run.json.
 PREPARE_VERSION = 5
 
 
@@ -89,7 +91,8 @@ class PrepareSummary:
     counts: dict[str, dict[str, int]]  # split -> class -> videos (with outer folds: fold 0's splits)
     group_counts: dict[str, int]  # split -> groups
     n_rejected: int
-    n_unlisted: int = 0  # official split: videos in neither list
+    n_unlisted: int = 0  # official split: videos in no list (named in rejected.csv)
+    listed_missing: list[str] = field(default_factory=list)  # official split: list entries with no file
     up_to_date: bool = False
     split: str = "group"
     duplicates: list[DuplicateSet] = field(default_factory=list)  # byte-identical sets (rejected copies)
@@ -120,6 +123,16 @@ class PrepareSummary:
             lines.append(f"... and {len(self.duplicates) - limit} more duplicate sets (see {self.rejected_csv})")
         return lines
 
+    def missing_lines(self, limit: int = 5) -> list[str]:
+        """Official split: the list entries of the chosen classes that name no file under DATA_ROOT."""
+        if not self.listed_missing:
+            return []
+        shown = ", ".join(self.listed_missing[:limit]) + (", ..." if len(self.listed_missing) > limit else "")
+        return [f"warning: the official lists name {len(self.listed_missing)} video(s) of these classes that are not "
+                f"under DATA_ROOT ({shown}; all in {self.run_json.name} 'listed_missing'): the splits are smaller "
+                f"than the official ones, so scores are not comparable with published ones; restore the files, "
+                f"or use --split group"]
+
     def table(self) -> str:
         """Videos per class and split (with outer folds: test videos per class and fold), one line per class."""
         if self.folds > 1:
@@ -146,13 +159,15 @@ class PrepareSummary:
         if self.duplicates:
             text += f" ({sum(len(d.rejected) for d in self.duplicates)} byte-identical duplicate(s))"
         if self.n_unlisted:
-            text += f", {self.n_unlisted} in neither official list (left out)"
+            text += f", {self.n_unlisted} in neither official list (left out, named in {self.rejected_csv.name})"
+        if self.listed_missing:
+            text += f", {len(self.listed_missing)} listed video(s) of these classes not found"
         return ("up to date: " if self.up_to_date else "") + text
 
 
 def _summarize(paths: RunPaths, records: list[VideoRecord], class_names: list[str], n_rejected: int,
                n_unlisted: int, split: str, up_to_date: bool,
-               duplicates: list[DuplicateSet]) -> PrepareSummary:
+               duplicates: list[DuplicateSet], listed_missing: list[str]) -> PrepareSummary:
     counts: dict[str, dict[str, int]] = {s: dict.fromkeys(class_names, 0) for s in SPLITS}
     groups: dict[str, set[str]] = {s: set() for s in SPLITS}
     folds = fold_count(records)
@@ -168,7 +183,7 @@ def _summarize(paths: RunPaths, records: list[VideoRecord], class_names: list[st
         run_dir=paths.root, videos_csv=paths.videos_csv, rejected_csv=paths.rejected_csv, run_json=paths.run_json,
         class_names=class_names, counts=counts, group_counts={s: len(g) for s, g in groups.items()},
         n_rejected=n_rejected, n_unlisted=n_unlisted, up_to_date=up_to_date, split=split, duplicates=duplicates,
-        folds=folds,
+        listed_missing=listed_missing, folds=folds,
         fold_counts=fold_counts, fold_group_counts={k: len(g) for k, g in fold_groups.items()},
     )
 
@@ -184,6 +199,19 @@ class _Lists:
 
     def signatures(self) -> list[dict[str, Any]]:
         return [file_signature(o.folder / name) for o in self.splits for name in list_file_names(o.number)]
+
+    def unlisted_reason(self) -> str:
+        names = ([list_file_names(o.number)[1] for o in self.splits] if len(self.splits) > 1
+                 else list(list_file_names(self.splits[0].number)[:2]))
+        return (f"in none of {', '.join(names)} in {self.splits[0].folder}: left out of the official split; "
+                f"add it to a list, or use --split group")
+
+    def missing(self, files: list[VideoFile], classes: list[str]) -> list[str]:
+        """List entries of ``classes`` that name none of ``files`` (as official keys, sorted)."""
+        wanted = {name.lower() for name in classes}
+        found = {official_key(f"{f.class_name}/{f.path.name}") for f in files}
+        listed = set().union(*(o.train | o.test for o in self.splits))
+        return sorted(key for key in listed if key.split("/", 1)[0] in wanted and key not in found)
 
 
 def _check_classes_listed(classes: list[str], official: OfficialSplit) -> None:
@@ -332,7 +360,7 @@ def _up_to_date_summary(paths: RunPaths, class_names: list[str], split: str) -> 
     duplicates = [DuplicateSet(str(d["kept"]), tuple(d["rejected"])) for d in previous.get("duplicates", [])]
     return _summarize(paths, read_videos_csv(paths.videos_csv), list(previous.get("class_names", class_names)),
                       int(previous.get("n_rejected", 0)), int(previous.get("n_unlisted", 0)), split,
-                      up_to_date=True, duplicates=duplicates)
+                      up_to_date=True, duplicates=duplicates, listed_missing=list(previous.get("listed_missing", [])))
 
 
 def prepare_run(
@@ -402,7 +430,11 @@ def prepare_run(
     if _is_up_to_date(paths, input_fingerprint):
         return _up_to_date_summary(paths, class_names, str(spec))
 
-    n_unlisted = len(scanned) - len(files)  # official lists: files in none of them
+    unlisted = [] if lists is None else [
+        Rejection(str(f.path), lists.unlisted_reason(), f.class_name)
+        for f, verdict in zip(scanned, lists.verdicts, strict=True) if verdict is None
+    ]
+    listed_missing = [] if lists is None else lists.missing(scanned, class_names)
     duplicates = find_duplicates(files)
     dropped = duplicate_reasons(scanned, duplicates)
     candidates = [(f, v) for f, v in zip(files, verdicts or [None] * len(files), strict=True)
@@ -413,7 +445,7 @@ def prepare_run(
         Rejection(path, reason, class_of[path]) for path, reason in dropped.items()
     ] + [Rejection(p.path, p.reason, class_of[str(p.path)]) for p in probes if not p.ok]
     usable = [(f, probe, v) for (f, v), probe in zip(candidates, probes, strict=True) if probe.ok]
-    _write_rejected(paths, rejected)
+    _write_rejected(paths, rejected + unlisted)
     _check_every_class_usable(class_names, [f for f, _, _ in usable], rejected, data_root, paths)
 
     if lists is not None:
@@ -429,8 +461,8 @@ def prepare_run(
     save_keyframe_indexes(
         paths.keyframes_npz, {probe.path: probe.keyframes for _, probe, _ in usable if probe.keyframes is not None}
     )
-    summary = _summarize(paths, records, class_names, len(rejected), n_unlisted, str(spec), up_to_date=False,
-                         duplicates=duplicates)
+    summary = _summarize(paths, records, class_names, len(rejected), len(unlisted), str(spec), up_to_date=False,
+                         duplicates=duplicates, listed_missing=listed_missing)
     _write_run_json(paths, summary, config, seed, lists, input_fingerprint)
     return summary
 
@@ -454,6 +486,7 @@ def _write_run_json(paths: RunPaths, summary: PrepareSummary, config: dict[str, 
             "n_videos": summary.n_videos,
             "n_rejected": summary.n_rejected,
             "n_unlisted": summary.n_unlisted,
+            "listed_missing": summary.listed_missing,
             "duplicates": [asdict(found) for found in summary.duplicates],
             "versions": library_versions(),
             "input_fingerprint": input_fingerprint,

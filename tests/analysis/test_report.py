@@ -185,6 +185,8 @@ def make_synthetic_run(run_dir: Path, n_test: int = 30, with_models: bool = True
             paths.models_dir.mkdir(parents=True, exist_ok=True)
             save_classical_model(model.fit(X[train], labels_a[train]), model_file(paths.models_dir, name))
     append_rejected(run_dir, "/data/broken.avi", "moov atom not found", "prepare")
+    # As prepare records an official split whose lists name a video the folder lacks.
+    paths.run_json.write_text(json.dumps({"stage": "prepare", "listed_missing": ["punch/v_punch_g09_c01"]}))
     return run_dir
 
 
@@ -302,6 +304,7 @@ def test_environment_lists_versions_once_with_commit_and_command(report: Path):
     assert page.count(np.__version__) == 1
     assert "git commit" in environment and "python cli.py analyze --run x" in environment
     assert "broken.avi" in environment and "moov atom" in environment
+    assert "name 1 video(s) of these classes that were not in the data folder (punch/v_punch_g09_c01)" in environment
     assert "no saved model" in page  # svm/knn/gb/cnn models have no file: a note, not a crash
 
 

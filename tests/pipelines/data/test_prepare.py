@@ -117,11 +117,20 @@ def test_official_split(tree: Path, tmp_path: Path) -> None:
              for c in CLASSES for g in (2, 3, 4) for k in (1, 2)]
     test = [f"{c}/v_{c}_g01_c{k:02d}.avi" for c in CLASSES for k in (1, 2)]
     (lists / "trainlist01.txt").write_text("\n".join(train[:-1]) + "\n")  # one clip in neither list
-    (lists / "testlist01.txt").write_text("\n".join(test) + "\n")
+    # g09_c01 is the tree's broken file; two entries name no file: one of a chosen class (a partial
+    # download), one of a class not in the run.
+    extra = ["Punch/v_Punch_g09_c01.avi", "Punch/v_Punch_g07_c01.avi", "Diving/v_Diving_g01_c01.avi"]
+    (lists / "testlist01.txt").write_text("\n".join(test + extra) + "\n")
     run = tmp_path / "run"
     result = invoke(str(tree), "--run", str(run), "--split", "official:1")
     assert result.exit_code == 0, result.output
-    assert "in neither official list" in result.output
+    assert "1 in neither official list" in result.output
+    unlisted = [row for row in read_rejected(run) if "in none of trainlist01.txt, testlist01.txt" in row["reason"]]
+    assert [Path(row["path"]).name for row in unlisted] == [train[-1].split()[0].split("/")[1]]
+    assert "the official lists name 1 video(s) of these classes that are not under DATA_ROOT" in result.output
+    assert json.loads((run / "run.json").read_text())["listed_missing"] == ["punch/v_punch_g07_c01"]
+    assert "1 listed video(s) of these classes not found" in invoke(str(tree), "--run", str(run), "--split",
+                                                                     "official:1").output  # up to date: still said
     records = read_videos_csv(run / "videos.csv")
     assert len(records) == len(train) - 1 + len(test)
     assert {r.class_name: r.label for r in records} == {"Punch": 0, "PushUps": 1, "PullUps": 2}  # classInd order
