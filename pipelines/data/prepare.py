@@ -128,7 +128,7 @@ class PrepareSummary:
         if not self.listed_missing:
             return []
         shown = ", ".join(self.listed_missing[:limit]) + (", ..." if len(self.listed_missing) > limit else "")
-        return [f"warning: the official lists name {len(self.listed_missing)} video(s) of these classes that are not "
+        return [f"WARNING the official lists name {len(self.listed_missing)} video(s) of these classes that are not "
                 f"under DATA_ROOT ({shown}; all in {self.run_json.name} 'listed_missing'): the splits are smaller "
                 f"than the official ones, so scores are not comparable with published ones; restore the files, "
                 f"or use --split group"]
