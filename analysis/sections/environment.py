@@ -9,7 +9,7 @@ from pathlib import Path
 from analysis.context import ReportContext
 from analysis.html import Cell, ReportSection, escape, notes_html, table_html
 from analysis.names import human_name
-from core.runfiles import RunPaths, read_json, read_rejected
+from core.runfiles import RunPaths, UnreadableFileError, read_json, read_rejected
 from core.schema import ModelResult
 from pipelines.data.records import read_videos_csv
 
@@ -72,16 +72,21 @@ def _dataset_html(run_dir: Path) -> str:
     )
     codecs = sorted({r.codec for r in records})
     return (
-        _listed_missing_html(paths)
+        listed_missing_html(paths)
         + f"<p>{len(classes)} classes, {len({r.group for r in records})} groups, {len(records)} usable videos "
         f"(codecs: {escape(', '.join(codecs))}). Groups never cross splits, so no actor or scene is in both training "
         "and test.</p>" + table_html(["Class", "Groups"] + [s.capitalize() for s in splits] + ["Videos"], rows)
     )
 
 
-def _listed_missing_html(paths: RunPaths) -> str:
-    """A warning when the official lists name videos of the run's classes that were not in the folder."""
-    run = read_json(paths.run_json) if paths.run_json.exists() else {}
+def listed_missing_html(paths: RunPaths) -> str:
+    """A warning when the official lists name videos of the run's classes that were not in the folder
+    (``run.json``'s ``listed_missing``); a damaged ``run.json`` is said, not fatal to the report."""
+    try:
+        run = read_json(paths.run_json) if paths.run_json.exists() else {}
+    except UnreadableFileError as exc:
+        return notes_html([f"{exc}: whether the official split lists matched the data folder is unknown; rerun "
+                           "`python cli.py prepare` to rewrite it."], "warn")
     missing = run.get("listed_missing", []) if isinstance(run, dict) else []
     if not missing:
         return ""
