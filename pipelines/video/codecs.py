@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from core.runfiles import atomic_path
+from pipelines.video.decode import SWSCALE_THREADS
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def write_video(
             stream.height = height
             stream.pix_fmt = spec.pix_fmt
             for index, rgb in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=spec.pix_fmt)
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame = frame.reformat(format=spec.pix_fmt, threads=SWSCALE_THREADS)
                 frame.pts = index
                 frame.time_base = 1 / rate
                 container.mux(stream.encode(frame))
@@ -130,10 +132,10 @@ def read_frames(path: str | os.PathLike[str], indices: Sequence[int] | None = No
             return np.zeros((0, height, width, 3), np.uint8)
         for index, frame in enumerate(container.decode(stream)):
             if needed is None:
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(frame.to_ndarray(format="rgb24", threads=SWSCALE_THREADS))
                 continue
             if index in needed:
-                decoded[index] = frame.to_ndarray(format="rgb24")
+                decoded[index] = frame.to_ndarray(format="rgb24", threads=SWSCALE_THREADS)
             if index >= last:
                 break
     if wanted is None:

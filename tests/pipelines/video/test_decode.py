@@ -5,6 +5,7 @@ amount of decoding per clip; without a usable index it decodes sequentially and 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -17,7 +18,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from pipelines.data.keyframes import scan_keyframe_index
 from pipelines.video.codecs import codec_extension, write_video
-from pipelines.video.decode import DecodeError, decode_at, decode_frames
+from pipelines.video.decode import DecodeError, FrameShrinker, decode_at, decode_frames, frame_to_rgb
 from tests.edited_videos import remux, stream_copied_cut, transport_stream_cut
 
 FRAMES = 72
@@ -186,6 +187,32 @@ def test_frames_shrink_like_torchvision_antialiased_resize(tmp_path: Path, codec
     full = torch.from_numpy(decode_frames(path, [0, 1, 2])).permute(0, 3, 1, 2)
     expected = tvf.resize(full, [height, width], antialias=True).permute(0, 2, 3, 1).numpy().astype(int)
     assert np.abs(shrunk - expected).mean() < 1.0
+
+
+def native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
+    reason="counts the process's threads in /proc (Linux), and swscale starts extra ones only on 2+ cores",
+)
+@pytest.mark.parametrize("codec", ["mpeg4", "mjpeg"])  # I420 and RGB (full-range MJPEG) conversions
+def test_frames_are_converted_without_extra_threads(tmp_path: Path, codec: str) -> None:
+    """swscale (PyAV >= 17) starts a thread per core for each conversion context unless told not
+    to, and wakes them for every frame: on small frames the hand-offs cost more CPU than the work,
+    and the loader already converts several videos at once. No conversion starts a thread."""
+    path = tmp_path / f"v{codec_extension(codec)}"
+    write_video(path, moving_frames(4, height=240, width=320), 25, codec)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        cv2.cvtColor(np.zeros((360, 320), np.uint8), cv2.COLOR_YUV2RGB_I420)  # OpenCV's own pool starts
+        before = native_threads()
+        shrink = FrameShrinker(128)
+        assert shrink(frame).shape[0] > 0 and shrink.layout is not None  # the shrinker keeps its context
+        assert shrink.layout.pixel_format == ("i420" if codec == "mpeg4" else "rgb24")
+        assert frame_to_rgb(frame).shape == (240, 320, 3)  # the frame keeps the context of to_ndarray
+        assert native_threads() == before
 
 
 def test_without_a_usable_index_frames_are_decoded_sequentially(tmp_path: Path) -> None:
