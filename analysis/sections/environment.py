@@ -11,6 +11,7 @@ from analysis.html import Cell, ReportSection, escape, notes_html, table_html
 from analysis.names import human_name
 from core.runfiles import RunPaths, UnreadableFileError, read_json, read_rejected
 from core.schema import ModelResult
+from pipelines.data.prepare import listed_missing_text
 from pipelines.data.records import read_videos_csv
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -90,11 +91,9 @@ def listed_missing_html(paths: RunPaths) -> str:
     missing = run.get("listed_missing", []) if isinstance(run, dict) else []
     if not missing:
         return ""
-    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    text = listed_missing_text(missing)
     return notes_html(
-        [f"The official split lists name {len(missing)} video(s) of these classes that were not in the data folder "
-         f"({shown}): train and test are smaller than the official ones, so these scores are not comparable with "
-         "published results on this split."],
+        [f"{text[0].upper()}{text[1:]}, so these scores are not comparable with published results on this split."],
         "warn",
     )
 

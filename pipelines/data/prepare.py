@@ -79,6 +79,14 @@ class Rejection:
     class_name: str = ""
 
 
+def listed_missing_text(missing: Sequence[str], limit: int = 5) -> str:
+    """What ``prepare`` and the report say of official-list entries of the run's classes with no file
+    in the data folder (``run.json``'s ``listed_missing``): how many, the first ``limit``, the effect."""
+    shown = ", ".join(missing[:limit]) + (", ..." if len(missing) > limit else "")
+    return (f"the official lists name {len(missing)} video(s) of these classes that are not in the data folder "
+            f"({shown}): train and test are smaller than the official ones")
+
+
 @dataclass
 class PrepareSummary:
     """What ``prepare`` produced (or found up to date)."""
@@ -123,15 +131,12 @@ class PrepareSummary:
             lines.append(f"... and {len(self.duplicates) - limit} more duplicate sets (see {self.rejected_csv})")
         return lines
 
-    def missing_lines(self, limit: int = 5) -> list[str]:
+    def missing_lines(self) -> list[str]:
         """Official split: the list entries of the chosen classes that name no file under DATA_ROOT."""
         if not self.listed_missing:
             return []
-        shown = ", ".join(self.listed_missing[:limit]) + (", ..." if len(self.listed_missing) > limit else "")
-        return [f"WARNING the official lists name {len(self.listed_missing)} video(s) of these classes that are not "
-                f"under DATA_ROOT ({shown}; all in {self.run_json.name} 'listed_missing'): the splits are smaller "
-                f"than the official ones, so scores are not comparable with published ones; restore the files, "
-                f"or use --split group"]
+        return [f"WARNING {listed_missing_text(self.listed_missing)} (all in {self.run_json.name} 'listed_missing'): "
+                f"scores are not comparable with published ones; restore the files, or use --split group"]
 
     def table(self) -> str:
         """Videos per class and split (with outer folds: test videos per class and fold), one line per class."""

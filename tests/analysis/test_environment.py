@@ -14,7 +14,7 @@ def test_listed_missing_videos_are_warned_about(tmp_path: Path) -> None:
     paths.run_json.write_text('{"listed_missing": []}')
     assert listed_missing_html(paths) == ""
     paths.run_json.write_text('{"listed_missing": ["punch/v_punch_g07_c01"]}')
-    assert "name 1 video(s) of these classes that were not in the data folder (punch/v_punch_g07_c01)" in (
+    assert "name 1 video(s) of these classes that are not in the data folder (punch/v_punch_g07_c01)" in (
         listed_missing_html(paths)
     )
 

@@ -304,7 +304,7 @@ def test_environment_lists_versions_once_with_commit_and_command(report: Path):
     assert page.count(np.__version__) == 1
     assert "git commit" in environment and "python cli.py analyze --run x" in environment
     assert "broken.avi" in environment and "moov atom" in environment
-    assert "name 1 video(s) of these classes that were not in the data folder (punch/v_punch_g09_c01)" in environment
+    assert "name 1 video(s) of these classes that are not in the data folder (punch/v_punch_g09_c01)" in environment
     assert "no saved model" in page  # svm/knn/gb/cnn models have no file: a note, not a crash
 
 

@@ -127,7 +127,8 @@ def test_official_split(tree: Path, tmp_path: Path) -> None:
     assert "1 in neither official list" in result.output
     unlisted = [row for row in read_rejected(run) if "in none of trainlist01.txt, testlist01.txt" in row["reason"]]
     assert [Path(row["path"]).name for row in unlisted] == [train[-1].split()[0].split("/")[1]]
-    assert "the official lists name 1 video(s) of these classes that are not under DATA_ROOT" in result.output
+    missing = "official lists name 1 video(s) of these classes that are not in the data folder (punch/v_punch_g07_c01)"
+    assert missing in result.output
     assert json.loads((run / "run.json").read_text())["listed_missing"] == ["punch/v_punch_g07_c01"]
     assert "1 listed video(s) of these classes not found" in invoke(str(tree), "--run", str(run), "--split",
                                                                      "official:1").output  # up to date: still said
