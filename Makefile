@@ -26,9 +26,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# ruff, then the import contract (.importlinter): layers run one way, cli.py on top.
+# ruff (rules, then formatting), then the import contract (.importlinter): layers run one way, cli.py on top.
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)

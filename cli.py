@@ -113,7 +113,11 @@ profile_option = click.option(
 )
 PROFILES_EPILOG = profiles_help()
 run_option = click.option(
-    "--run", "--run-dir", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    "--run",
+    "--run-dir",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
     help="Run directory (from `prepare`). Under torchrun write --run-dir (torchrun takes --run for its --run-path).",
 )
 
@@ -193,19 +197,40 @@ def _parse_split(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @main.command("demo-data")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--classes", default="PullUps,Punch,PushUps", show_default=True, help="Comma-separated demo classes.")
-@click.option("--groups", type=click.IntRange(1, 99), default=25, show_default=True,
-              help="Groups (actor + scene) per class.")
+@click.option(
+    "--groups", type=click.IntRange(1, 99), default=25, show_default=True, help="Groups (actor + scene) per class."
+)
 @click.option("--clips-per-group", type=click.IntRange(1, 99), default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same frames.")
-@click.option("--codec", type=click.Choice(["vp9", "mjpeg", "mpeg4", "h264"]), default="vp9", show_default=True,
-              help="vp9 (.webm, DALI decodes it on the CPU), mjpeg/mpeg4 (.avi), h264 (.mp4).")
-@click.option("--size", default="160x120", show_default=True, callback=lambda c, p, v: _parse_size(v),
-              help="Frame size WIDTHxHEIGHT (even).")
+@click.option(
+    "--codec",
+    type=click.Choice(["vp9", "mjpeg", "mpeg4", "h264"]),
+    default="vp9",
+    show_default=True,
+    help="vp9 (.webm, DALI decodes it on the CPU), mjpeg/mpeg4 (.avi), h264 (.mp4).",
+)
+@click.option(
+    "--size",
+    default="160x120",
+    show_default=True,
+    callback=lambda c, p, v: _parse_size(v),
+    help="Frame size WIDTHxHEIGHT (even).",
+)
 @click.option("--fps", type=click.FloatRange(min=1, max=240), default=25, show_default=True)
-@click.option("--seconds", default="2-4", show_default=True, callback=lambda c, p, v: _parse_seconds(v),
-              help="Clip length, SECONDS or MIN-MAX seconds.")
-@click.option("--difficulty", type=click.Choice(["easy", "normal", "hard"]), default="normal", show_default=True,
-              help="How strongly shake, noise, occluders and ambiguous clips disturb the actions.")
+@click.option(
+    "--seconds",
+    default="2-4",
+    show_default=True,
+    callback=lambda c, p, v: _parse_seconds(v),
+    help="Clip length, SECONDS or MIN-MAX seconds.",
+)
+@click.option(
+    "--difficulty",
+    type=click.Choice(["easy", "normal", "hard"]),
+    default="normal",
+    show_default=True,
+    help="How strongly shake, noise, occluders and ambiguous clips disturb the actions.",
+)
 @pass_context
 def demo_data(context: Context, out: Path, classes: str, **options: Any) -> None:
     """Render the demo dataset into OUT in UCF101 layout (OUT/Class/v_Class_gGG_cCC.webm).
@@ -226,29 +251,63 @@ def demo_data(context: Context, out: Path, classes: str, **options: Any) -> None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     paths = generate_demo_dataset(out, config, progress=context.progress)
-    click.echo(f"{len(paths)} clips ({len(config.classes)} classes x {config.groups} groups x "
-               f"{config.clips_per_group}) in {out}")
+    click.echo(
+        f"{len(paths)} clips ({len(config.classes)} classes x {config.groups} groups x "
+        f"{config.clips_per_group}) in {out}"
+    )
 
 
 @main.command()
 @click.argument("data_root", type=click.Path(path_type=Path))
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory to write videos.csv, rejected.csv and run.json into.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory to write videos.csv, rejected.csv and run.json into.",
+)
 @click.option("--classes", default=None, help="Comma-separated class folders to use. Default: all.")
-@click.option("--split", default="group", show_default=True, callback=_parse_split,
-              help="group: stratified train/val/test by group; official:N: UCF101 trainlistNN/testlistNN.txt; "
-                   "official:all: the three official test lists as outer folds.")
-@click.option("--folds", type=click.IntRange(1), default=None,
-              help="K > 1: group K-fold outer cross-validation, every video tested once (each fold's groups are "
-                   "the test set once; val is carved from the rest). Default 1: one split (official:all: 3).")
-@click.option("--val", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True,
-              help="Validation fraction of each class's groups (official:N, --folds: of its train groups).")
-@click.option("--test", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Test fraction of each class's groups (--split group with one fold only; default 0.2).")
+@click.option(
+    "--split",
+    default="group",
+    show_default=True,
+    callback=_parse_split,
+    help="group: stratified train/val/test by group; official:N: UCF101 trainlistNN/testlistNN.txt; "
+    "official:all: the three official test lists as outer folds.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(1),
+    default=None,
+    help="K > 1: group K-fold outer cross-validation, every video tested once (each fold's groups are "
+    "the test set once; val is carved from the rest). Default 1: one split (official:all: 3).",
+)
+@click.option(
+    "--val",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="Validation fraction of each class's groups (official:N, --folds: of its train groups).",
+)
+@click.option(
+    "--test",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Test fraction of each class's groups (--split group with one fold only; default 0.2).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same split.")
 @pass_context
-def prepare(context: Context, data_root: Path, run_dir: Path, classes: str | None, split: str, folds: int | None,
-            val: float, test: float | None, seed: int) -> None:
+def prepare(
+    context: Context,
+    data_root: Path,
+    run_dir: Path,
+    classes: str | None,
+    split: str,
+    folds: int | None,
+    val: float,
+    test: float | None,
+    seed: int,
+) -> None:
     """Index DATA_ROOT (ROOT/ClassName/*.avi|mp4|webm|mkv), check every video, split by group.
 
     Whole UCF101 groups (v_Class_gGG_cCC) go to one split; every class is in every split.
@@ -266,15 +325,19 @@ def prepare(context: Context, data_root: Path, run_dir: Path, classes: str | Non
     from workflow import stages
 
     if split.startswith("official") and test is not None:
-        raise click.BadParameter("--test applies to --split group only; official:N takes the test list",
-                                 param_hint="--test")
+        raise click.BadParameter(
+            "--test applies to --split group only; official:N takes the test list", param_hint="--test"
+        )
     if (folds or 1) > 1 and test is not None:
-        raise click.BadParameter(f"--test applies to one split only; with --folds {folds} each fold is the test set "
-                                 "once", param_hint="--test")
+        raise click.BadParameter(
+            f"--test applies to one split only; with --folds {folds} each fold is the test set once",
+            param_hint="--test",
+        )
     test = 0.2 if test is None else test
     if val + test >= 1 and split == "group" and (folds or 1) == 1:
-        raise click.BadParameter(f"--val {val} + --test {test} leave no training data; keep their sum below 1",
-                                 param_hint="--val/--test")
+        raise click.BadParameter(
+            f"--val {val} + --test {test} leave no training data; keep their sum below 1", param_hint="--val/--test"
+        )
     report = stages.prepare(data_root, run_dir, classes=csv_list(classes), split=split, val=val, test=test, seed=seed,
                             folds=folds, progress=context.progress)  # fmt: skip
     click.echo(report.text())
@@ -312,13 +375,18 @@ def features_command(context: Context, run_dir: Path, profile: str | None, force
 @main.command(epilog=PROFILES_EPILOG)
 @run_option
 @profile_option
-@click.option("--models", default=None, callback=_model_list,
-              help="Comma-separated subset of svm,rf,knn,logreg,gb. Default: all five.")
+@click.option(
+    "--models",
+    default=None,
+    callback=_model_list,
+    help="Comma-separated subset of svm,rf,knn,logreg,gb. Default: all five.",
+)
 @click.option("--learning-curve", is_flag=True, help="Also retrain on fractions of the train groups (several seeds).")
 @click.option("--force", is_flag=True, help="Redo models whose results already exist.")
 @pass_context
-def classical(context: Context, run_dir: Path, profile: str | None, models: list[str] | None, learning_curve: bool,
-              force: bool) -> None:
+def classical(
+    context: Context, run_dir: Path, profile: str | None, models: list[str] | None, learning_curve: bool, force: bool
+) -> None:
     """Tune, fit and evaluate the classical models; write results/<model>.json.
 
     \b
@@ -344,11 +412,16 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None)
 @click.option(
-    "--weights", default=None,
+    "--weights",
+    default=None,
     help="IMAGENET1K_V1 (cnn2d) / KINETICS400_V1 (cnn3d) from the torch hub cache, none, or a state_dict file.",
 )
-@click.option("--freeze", type=click.Choice(["none", "stem", "all-but-head"]), default=None,
-              help="cnn3d: layers kept frozen (default none: fine-tune).")
+@click.option(
+    "--freeze",
+    type=click.Choice(["none", "stem", "all-but-head"]),
+    default=None,
+    help="cnn3d: layers kept frozen (default none: fine-tune).",
+)
 @click.option("--pooling", type=click.Choice(["avg", "max", "attention"]), default=None, help="cnn2d: time pooling.")
 @click.option("--frames", type=click.IntRange(1), default=None)
 @click.option("--size", type=click.IntRange(8), default=None, help="Crop size in pixels.")
@@ -357,24 +430,48 @@ def classical(context: Context, run_dir: Path, profile: str | None, models: list
 @click.option("--compile", "compile", is_flag=True, default=None, help="torch.compile the model.")
 @click.option("--test-clips", type=click.IntRange(1), default=None, help="K in the 'K clips x 1 crop' test protocol.")
 @click.option("--grad-accum", type=click.IntRange(1), default=None, help="Micro-batches per step.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Cross-entropy label smoothing in [0, 1). Default: 0.1.")
-@click.option("--cache", type=click.Choice(["on", "off"]), default=None,
-              help="Decoded-clip cache under RUN_DIR/cache (default: on with CPU decoding, off where NVDEC decodes; "
-                   "see doctor); off decodes every epoch from the source.")
-@click.option("--cache-max-gb", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Size limit of the cache in GB: least recently used videos that this run does not use make room; "
-                   "what does not fit is decoded every time (default: 25% of the disk space free for it).")
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="Cross-entropy label smoothing in [0, 1). Default: 0.1.",
+)
+@click.option(
+    "--cache",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Decoded-clip cache under RUN_DIR/cache (default: on with CPU decoding, off where NVDEC decodes; "
+    "see doctor); off decodes every epoch from the source.",
+)
+@click.option(
+    "--cache-max-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Size limit of the cache in GB: least recently used videos that this run does not use make room; "
+    "what does not fit is decoded every time (default: 25% of the disk space free for it).",
+)
 @click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping: epochs without a better F1.")
 @click.option("--seed", type=int, default=None)
 @click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")
 @click.option("--learning-curve", is_flag=True, help="Also RETRAIN on fractions of the training groups.")
-@click.option("--resume", is_flag=True,
-              help="Continue from RUN_DIR/checkpoints/MODEL/last.pt (also one written by `run` with the same profile).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from RUN_DIR/checkpoints/MODEL/last.pt (also one written by `run` with the same profile).",
+)
 @click.option("--force", is_flag=True, help="Retrain even if RUN_DIR/results/MODEL.json exists.")
 @pass_context
-def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, cache: str | None,
-         learning_curve: bool, resume: bool, force: bool, **overrides: Any) -> None:
+def deep(
+    context: Context,
+    run_dir: Path,
+    model_name: str,
+    profile: str | None,
+    cache: str | None,
+    learning_curve: bool,
+    resume: bool,
+    force: bool,
+    **overrides: Any,
+) -> None:
     """Train, test and measure a deep model (ResNet-18 per frame or R3D-18).
 
     Trains what `run --profile P` trains for the same P; options override single settings.
@@ -401,11 +498,20 @@ def deep(context: Context, run_dir: Path, model_name: str, profile: str | None, 
 
 
 @main.command(epilog=PROFILES_EPILOG)
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Run directory with results/*.json.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Run directory with results/*.json.",
+)
 @profile_option
-@click.option("--resamples", type=click.IntRange(100), default=None,
-              help="Bootstrap resamples (default: the profile's, 2000 on cpu/gpu).")
+@click.option(
+    "--resamples",
+    type=click.IntRange(100),
+    default=None,
+    help="Bootstrap resamples (default: the profile's, 2000 on cpu/gpu).",
+)
 @click.option("--no-interpret", is_flag=True, help="Skip permutation importance, Grad-CAM and occlusion.")
 @pass_context
 def analyze(context: Context, run_dir: Path, profile: str | None, resamples: int | None, no_interpret: bool) -> None:
@@ -426,26 +532,53 @@ def analyze(context: Context, run_dir: Path, profile: str | None, resamples: int
     settings = _profile(context, profile).analysis
     if resamples is not None:
         settings = replace(settings, n_resamples=resamples)
-    report = stages.analyze(run_dir, context.backend, settings, interpret=not no_interpret, progress=context.progress,
-                            command=context.command)
+    report = stages.analyze(
+        run_dir,
+        context.backend,
+        settings,
+        interpret=not no_interpret,
+        progress=context.progress,
+        command=context.command,
+    )
     click.echo(report.text())
 
 
 @main.command("run", epilog=PROFILES_EPILOG)
 @click.argument("data_root", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run directory. Default: runs/demo without DATA_ROOT, runs/latest with it.")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory. Default: runs/demo without DATA_ROOT, runs/latest with it.",
+)
 @profile_option
 @click.option("--skip-deep", is_flag=True, help="Only the classical models.")
 @click.option("--classes", default=None, help="Comma-separated class names to use (default: all).")
-@click.option("--seed", type=int, default=None,
-              help="Seed of the train/val/test split, as `prepare --seed` (default: the profile's, 0).")
-@click.option("--folds", type=click.IntRange(1), default=None,
-              help="K outer folds by group: every video tested once, every model trained K times (default: the "
-                   "profile's, see Profiles below; 1 = one train/val/test split).")
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of the train/val/test split, as `prepare --seed` (default: the profile's, 0).",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(1),
+    default=None,
+    help="K outer folds by group: every video tested once, every model trained K times (default: the "
+    "profile's, see Profiles below; 1 = one train/val/test split).",
+)
 @pass_context
-def run_command(context: Context, data_root: Path | None, run_dir: Path | None, profile: str | None, skip_deep: bool,
-                classes: str | None, seed: int | None, folds: int | None) -> None:
+def run_command(
+    context: Context,
+    data_root: Path | None,
+    run_dir: Path | None,
+    profile: str | None,
+    skip_deep: bool,
+    classes: str | None,
+    seed: int | None,
+    folds: int | None,
+) -> None:
     """The whole comparison: (demo data), prepare, features, classical, deep, report.
 
     Without DATA_ROOT the demo dataset is generated into RUN_DIR/demo_data. Every stage resumes:
@@ -475,17 +608,44 @@ MODEL_OR_BEST = ("best", *CLASSICAL_MODELS, *DEEP_MODELS)
 @main.command()
 @run_option
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_name", type=click.Choice(MODEL_OR_BEST), default="best", show_default=True,
-              help="A model of the run; best: the one the report ranks first on test macro-F1.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("predictions.csv"),
-              show_default=True, help="CSV file, one row per video.")
-@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True,
-              help="Also write the K best classes and their scores (at most the number of classes).")
-@click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="Videos per feature batch / clips per CNN batch. Default: the run's.")
+@click.option(
+    "--model",
+    "model_name",
+    type=click.Choice(MODEL_OR_BEST),
+    default="best",
+    show_default=True,
+    help="A model of the run; best: the one the report ranks first on test macro-F1.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("predictions.csv"),
+    show_default=True,
+    help="CSV file, one row per video.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Also write the K best classes and their scores (at most the number of classes).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Videos per feature batch / clips per CNN batch. Default: the run's.",
+)
 @pass_context
-def predict(context: Context, run_dir: Path, videos: tuple[Path, ...], model_name: str, out: Path, top_k: int,
-            batch_size: int | None) -> None:
+def predict(
+    context: Context,
+    run_dir: Path,
+    videos: tuple[Path, ...],
+    model_name: str,
+    out: Path,
+    top_k: int,
+    batch_size: int | None,
+) -> None:
     """Classify VIDEOS (files or folders) with a trained model of RUN_DIR.
 
     Each video takes the path it took in the comparison: the pre-flight check, the same decoding,
@@ -504,8 +664,10 @@ def predict(context: Context, run_dir: Path, videos: tuple[Path, ...], model_nam
 
     files = expand_inputs(videos)  # a mistyped path stops here, before any model is loaded
     predictor = load_model(run_dir, model_name, backend=context.backend, batch_size=batch_size)
-    click.echo(f"model: {predictor.name} ({predictor.choice.reason}); {predictor.family}, "
-               f"{len(predictor.class_names)} classes; device {context.backend.device_description()}")
+    click.echo(
+        f"model: {predictor.name} ({predictor.choice.reason}); {predictor.family}, "
+        f"{len(predictor.class_names)} classes; device {context.backend.device_description()}"
+    )
     report = predict_to_csv(predictor, files, out, top_k=top_k)
     click.echo(report.text())
     report.check_any_classified()
@@ -514,15 +676,31 @@ def predict(context: Context, run_dir: Path, videos: tuple[Path, ...], model_nam
 @main.command("export")
 @run_option
 @click.option("--model", "model_name", required=True, type=click.Choice([*CLASSICAL_MODELS, *DEEP_MODELS]))
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "skops"]), default=None,
-              help="CNNs: onnx (default) or torchscript (deprecated by PyTorch); classical models: skops.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the model file and its JSON. Default: RUN_DIR/export.")
-@click.option("--check-clips", type=click.IntRange(1), default=8, show_default=True,
-              help="CNNs: test clips on which the export must match PyTorch (class probabilities within 1e-3).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "torchscript", "skops"]),
+    default=None,
+    help="CNNs: onnx (default) or torchscript (deprecated by PyTorch); classical models: skops.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the model file and its JSON. Default: RUN_DIR/export.",
+)
+@click.option(
+    "--check-clips",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="CNNs: test clips on which the export must match PyTorch (class probabilities within 1e-3).",
+)
 @pass_context
-def export_command(context: Context, run_dir: Path, model_name: str, fmt: str | None, out_dir: Path | None,
-                   check_clips: int) -> None:
+def export_command(
+    context: Context, run_dir: Path, model_name: str, fmt: str | None, out_dir: Path | None, check_clips: int
+) -> None:
     """Write a trained model of RUN_DIR in a deployable format, checked against the run's model.
 
     CNNs: ONNX (run it with onnxruntime, TensorRT, ...) or TorchScript, with MODEL.onnx.json beside it
@@ -550,26 +728,57 @@ def bench() -> None:
 @bench.command("loader")
 @click.argument("data_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--frames", type=click.IntRange(1), default=16, show_default=True, help="Frames per clip.")
-@click.option("--size", type=click.IntRange(8), default=112, show_default=True,
-              help="Crop size: 112 = R3D-18 clips (BCTHW, Kinetics mean/std), else ResNet-18 clips (BTCHW, ImageNet).")
+@click.option(
+    "--size",
+    type=click.IntRange(8),
+    default=112,
+    show_default=True,
+    help="Crop size: 112 = R3D-18 clips (BCTHW, Kinetics mean/std), else ResNet-18 clips (BTCHW, ImageNet).",
+)
 @click.option("--mode", type=click.Choice(["train", "eval"]), default="eval", show_default=True)
-@click.option("--cache", type=click.Choice(["on", "off"]), default="on", show_default=True,
-              help="Also time the decoded-clip cache (cold = first pass writing it, warm = reading it).")
+@click.option(
+    "--cache",
+    type=click.Choice(["on", "off"]),
+    default="on",
+    show_default=True,
+    help="Also time the decoded-clip cache (cold = first pass writing it, warm = reading it).",
+)
 @click.option("--clips", type=click.IntRange(1), default=None, help="Use N videos, evenly spread (default: all).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--threads", "num_threads", type=click.IntRange(1), default=2, show_default=True,
-              help="DALI threads; PyAV decodes on one more.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="JSON file or folder. Default: ./bench/loader.json.")
-@click.option("--peers", default=None, help="Also time these libraries, each in a DataLoader with 2 workers: "
-              "torchcodec,decord (pip install -e '.[peers]').")
-@click.option("--cache-max-gb", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Size limit of the benchmark's cache (default: 25% of the free disk).")
-@click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
-              help="Rounds: every loader is timed this many times, alternating, and its median pass reported.")
+@click.option(
+    "--threads",
+    "num_threads",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="DALI threads; PyAV decodes on one more.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="JSON file or folder. Default: ./bench/loader.json."
+)
+@click.option(
+    "--peers",
+    default=None,
+    help="Also time these libraries, each in a DataLoader with 2 workers: "
+    "torchcodec,decord (pip install -e '.[peers]').",
+)
+@click.option(
+    "--cache-max-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Size limit of the benchmark's cache (default: 25% of the free disk).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Rounds: every loader is timed this many times, alternating, and its median pass reported.",
+)
 @pass_context
-def bench_loader_command(context: Context, data_root: Path, cache: str, peers: str | None,
-                         cache_max_gb: float | None, **options: Any) -> None:
+def bench_loader_command(
+    context: Context, data_root: Path, cache: str, peers: str | None, cache_max_gb: float | None, **options: Any
+) -> None:
     """Clips/s of the project loader (cache off, cold, warm) vs a notebook-style OpenCV+PIL loader
     and, with --peers, torchcodec and decord; frames decoded per clip.
 
@@ -595,8 +804,9 @@ def bench_loader_command(context: Context, data_root: Path, cache: str, peers: s
 @bench.command("features")
 @click.argument("data_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--videos", type=click.IntRange(1), default=None, help="Use N videos, evenly spread (default: all).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="JSON file or folder. Default: ./bench/features.json.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="JSON file or folder. Default: ./bench/features.json."
+)
 @pass_context
 def bench_features_command(context: Context, data_root: Path, videos: int | None, out: Path | None) -> None:
     """Videos/s of decoding alone and of decoding + feature kernel, the kernel's share (and NumPy
@@ -613,12 +823,25 @@ def bench_features_command(context: Context, data_root: Path, videos: int | None
 
 
 @bench.command("classical")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory with features.npz.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON path. Default: RUN_DIR/bench/classical.json.")
-@click.option("--models", default=None, callback=_model_list,
-              help="Comma-separated subset of svm,rf,knn,logreg,gb. Default: all five.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory with features.npz.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON path. Default: RUN_DIR/bench/classical.json.",
+)
+@click.option(
+    "--models",
+    default=None,
+    callback=_model_list,
+    help="Comma-separated subset of svm,rf,knn,logreg,gb. Default: all five.",
+)
 @pass_context
 def bench_classical_command(context: Context, run_dir: Path, out: Path | None, models: list[str] | None) -> None:
     """Fit time and macro-F1: our classical models vs the notebook study's scikit-learn setup.
@@ -635,12 +858,21 @@ def bench_classical_command(context: Context, run_dir: Path, out: Path | None, m
 
 
 @bench.command("predict")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Run directory with trained models.")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Run directory with trained models.",
+)
 @click.option("--models", default=None, help="Comma-separated models. Default: every model with a saved file.")
 @click.option("--passes", type=click.IntRange(1), default=2, show_default=True, help="Timed passes per model.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON path. Default: RUN_DIR/bench/predict.json.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON path. Default: RUN_DIR/bench/predict.json.",
+)
 @pass_context
 def bench_predict_command(context: Context, run_dir: Path, models: str | None, passes: int, out: Path | None) -> None:
     """Videos/s of `predict` for each model on the run's test videos, end to end.
@@ -662,10 +894,19 @@ def bench_predict_command(context: Context, run_dir: Path, models: str | None, p
 
 @bench.command("deep", epilog=PROFILES_EPILOG)
 @click.option("--model", "model_name", required=True, type=click.Choice(DEEP_MODELS))
-@click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Also measure with the real loader on this run's videos.")
-@click.option("--out", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON output. Default: RUN_DIR/bench/deep_MODEL.json with --run, else stdout only.")
+@click.option(
+    "--run",
+    "run_dir",
+    default=None,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Also measure with the real loader on this run's videos.",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON output. Default: RUN_DIR/bench/deep_MODEL.json with --run, else stdout only.",
+)
 @profile_option
 @click.option("--batch-size", type=click.IntRange(1), default=None)
 @click.option("--frames", type=click.IntRange(1), default=None)

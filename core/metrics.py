@@ -35,9 +35,7 @@ def classification_metrics(
     if scores.shape != (len(y_true), n_classes):
         raise ValueError(f"scores have shape {scores.shape}, expected ({len(y_true)}, {n_classes})")
     labels = np.arange(n_classes)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     macro_p, macro_r, macro_f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average="macro", zero_division=0
     )

@@ -157,9 +157,7 @@ def _is_stale(path: Path, now: float, max_age: float) -> bool:
     return writer_gone and age > DEAD_WRITER_SECONDS
 
 
-def remove_stale_temporaries(
-    folder: str | os.PathLike[str], *, max_age: float = STALE_TEMPORARY_SECONDS
-) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike[str], *, max_age: float = STALE_TEMPORARY_SECONDS) -> list[Path]:
     """Remove the temporary files of :func:`atomic_path` under ``folder`` (recursively) that no
     writer will finish: written on this host by a process that no longer runs and untouched for a
     minute, or untouched for ``max_age`` seconds. Returns what was removed."""

@@ -161,8 +161,15 @@ def classical_folds(
         _announce(progress, fold, folds, target)
         per_fold.append(
             run_classical(
-                target, backend, models=models, learning_curve=learning_curve and fold == 0, force=force,
-                config=config, progress=progress, feature_spec=feature_spec, rejected=rejected,
+                target,
+                backend,
+                models=models,
+                learning_curve=learning_curve and fold == 0,
+                force=force,
+                config=config,
+                progress=progress,
+                feature_spec=feature_spec,
+                rejected=rejected,
             )  # fmt: skip
         )
         _keep_rejected(run_dir, target)
@@ -193,8 +200,14 @@ def deep_folds(
             fold_rejected: list[RejectedVideo] = []
             results.append(
                 run_deep(
-                    target, backend, config, learning_curve=learning_curve and fold == 0, force=force, resume=resume,
-                    progress=progress, rejected=fold_rejected,
+                    target,
+                    backend,
+                    config,
+                    learning_curve=learning_curve and fold == 0,
+                    force=force,
+                    resume=resume,
+                    progress=progress,
+                    rejected=fold_rejected,
                 )  # fmt: skip
             )
             found.update({item.path: item for item in fold_rejected})
@@ -207,8 +220,9 @@ def deep_folds(
     return _pool_and_save(run_dir, records, results)
 
 
-def _pool_and_save(run_dir: str | os.PathLike[str], records: Sequence[VideoRecord], results: list[ModelResult]
-                   ) -> ModelResult:
+def _pool_and_save(
+    run_dir: str | os.PathLike[str], records: Sequence[VideoRecord], results: list[ModelResult]
+) -> ModelResult:
     folds = len(results)
     n_train = [sum(record.split_in(fold) == "train" for record in records) for fold in range(folds)]
     paths = [f"{FOLDS_DIR}/fold{fold}" for fold in range(folds)]
@@ -278,14 +292,18 @@ def _outer_cv(results: Sequence[ModelResult], fold_paths: Sequence[str]) -> dict
         "predictions": "pooled: each video predicted once, by the model of the fold whose test set holds it",
         "metrics": "computed on the pooled predictions; per-fold test metrics in `folds`",
         "cost": COST_NOTE,
-        "learning_curve": "fold 0 only (retrained on fractions of fold 0's training groups, scored on its test "
-        "split)" if results[0].learning_curve is not None else None,
+        "learning_curve": "fold 0 only (retrained on fractions of fold 0's training groups, scored on its test split)"
+        if results[0].learning_curve is not None
+        else None,
         "validation": "fold 0's validation split",
         "config": "the other keys of config are fold 0's; per-fold values in per_fold",
         "artifacts": "model and embeddings: fold 0's (linked into the run folder); <name>_fold<k>: fold k's",
         "per_fold": [
-            {"fold": fold, "result": f"{path}/results/{r.model}.json", **{k: r.config[k] for k in per_fold_keys
-                                                                         if k in r.config}}
+            {
+                "fold": fold,
+                "result": f"{path}/results/{r.model}.json",
+                **{k: r.config[k] for k in per_fold_keys if k in r.config},
+            }
             for fold, (r, path) in enumerate(zip(results, fold_paths, strict=True))
         ],
     }

@@ -135,9 +135,7 @@ class Predictor(ABC):
 
     family = ""
 
-    def __init__(
-        self, name: str, run_dir: Path, class_names: Sequence[str], backend: Backend, batch_size: int
-    ) -> None:
+    def __init__(self, name: str, run_dir: Path, class_names: Sequence[str], backend: Backend, batch_size: int) -> None:
         self.name = name
         self.run_dir = run_dir
         self.class_names = [str(c) for c in class_names]

@@ -86,8 +86,13 @@ def listed_missing_html(paths: RunPaths) -> str:
     try:
         run = read_json(paths.run_json) if paths.run_json.exists() else {}
     except UnreadableFileError as exc:
-        return notes_html([f"{exc}: whether the official split lists matched the data folder is unknown; rerun "
-                           "`python cli.py prepare` to rewrite it."], "warn")
+        return notes_html(
+            [
+                f"{exc}: whether the official split lists matched the data folder is unknown; rerun "
+                "`python cli.py prepare` to rewrite it."
+            ],
+            "warn",
+        )
     missing = run.get("listed_missing", []) if isinstance(run, dict) else []
     if not missing:
         return ""

@@ -22,8 +22,14 @@ OPTIMIZERS = ("adamw", "sgd")
 # curve's retrained models, whose points carry their own fingerprint (models/deep/curve.py).
 NOT_IN_MODEL = frozenset(
     {
-        "profile", "num_threads", "cache", "cache_max_gb", "channels_last", "compile",
-        "learning_curve_fractions", "learning_curve_epochs",
+        "profile",
+        "num_threads",
+        "cache",
+        "cache_max_gb",
+        "channels_last",
+        "compile",
+        "learning_curve_fractions",
+        "learning_curve_epochs",
     }
 )
 

@@ -91,8 +91,10 @@ def _curve_is_current(result: ModelResult, config: DeepConfig) -> bool:
     """Whether ``result`` has the learning curve ``config`` asks for (its fractions and epochs)."""
     wanted = curve_config(config)
     curve = result.learning_curve
-    return curve is not None and [point.fraction for point in curve] == list(wanted.learning_curve_fractions) and all(
-        point.epochs == wanted.epochs for point in curve
+    return (
+        curve is not None
+        and [point.fraction for point in curve] == list(wanted.learning_curve_fractions)
+        and all(point.epochs == wanted.epochs for point in curve)
     )
 
 

@@ -115,8 +115,10 @@ def _nested_videos(class_dir: Path, root: Path) -> list[SkippedFile]:
             path = Path(folder) / name
             if is_video_file(path):
                 where = path.relative_to(root)
-                reason = (f"{NESTED_FOLDER} ({where}): only ROOT/ClassName/<video> is read; move it into "
-                          f"{root / where.parts[0]}/ or make its folder a class folder under {root}")
+                reason = (
+                    f"{NESTED_FOLDER} ({where}): only ROOT/ClassName/<video> is read; move it into "
+                    f"{root / where.parts[0]}/ or make its folder a class folder under {root}"
+                )
                 skipped.append(SkippedFile(path, reason))
     return skipped
 

@@ -232,8 +232,11 @@ def _probe(path: Path) -> ProbeResult:
             raise _Reject(NO_DECODABLE_FRAME, f"{packets} {codec} packets, none decodes{detail}")
         shown.shown_from(first.pts)
         if shown.frames < MIN_FRAMES:
-            raise _Reject(TOO_SHORT, f"{shown.frames} frame(s), at least {MIN_FRAMES} are needed (clips loop a "
-                                     f"shorter video, so its motion features would be mostly zero); use a longer video")
+            raise _Reject(
+                TOO_SHORT,
+                f"{shown.frames} frame(s), at least {MIN_FRAMES} are needed (clips loop a "
+                f"shorter video, so its motion features would be mostly zero); use a longer video",
+            )
         last, last_error = decode_one(stream.codec_context, last_gop, last=True)
         if last is None:
             detail = f" ({last_error})" if last_error else ""

@@ -83,8 +83,10 @@ def listed_missing_text(missing: Sequence[str], limit: int = 5) -> str:
     """What ``prepare`` and the report say of official-list entries of the run's classes with no file
     in the data folder (``run.json``'s ``listed_missing``): how many, the first ``limit``, the effect."""
     shown = ", ".join(missing[:limit]) + (", ..." if len(missing) > limit else "")
-    return (f"the official lists name {len(missing)} video(s) of these classes that are not in the data folder "
-            f"({shown}): train and test are smaller than the official ones")
+    return (
+        f"the official lists name {len(missing)} video(s) of these classes that are not in the data folder "
+        f"({shown}): train and test are smaller than the official ones"
+    )
 
 
 @dataclass
@@ -135,8 +137,10 @@ class PrepareSummary:
         """Official split: the list entries of the chosen classes that name no file under DATA_ROOT."""
         if not self.listed_missing:
             return []
-        return [f"WARNING {listed_missing_text(self.listed_missing)} (all in {self.run_json.name} 'listed_missing'): "
-                f"scores are not comparable with published ones; restore the files, or use --split group"]
+        return [
+            f"WARNING {listed_missing_text(self.listed_missing)} (all in {self.run_json.name} 'listed_missing'): "
+            f"scores are not comparable with published ones; restore the files, or use --split group"
+        ]
 
     def table(self) -> str:
         """Videos per class and split (with outer folds: test videos per class and fold), one line per class."""
@@ -170,9 +174,17 @@ class PrepareSummary:
         return ("up to date: " if self.up_to_date else "") + text
 
 
-def _summarize(paths: RunPaths, records: list[VideoRecord], class_names: list[str], n_rejected: int,
-               n_unlisted: int, split: str, up_to_date: bool,
-               duplicates: list[DuplicateSet], listed_missing: list[str]) -> PrepareSummary:
+def _summarize(
+    paths: RunPaths,
+    records: list[VideoRecord],
+    class_names: list[str],
+    n_rejected: int,
+    n_unlisted: int,
+    split: str,
+    up_to_date: bool,
+    duplicates: list[DuplicateSet],
+    listed_missing: list[str],
+) -> PrepareSummary:
     counts: dict[str, dict[str, int]] = {s: dict.fromkeys(class_names, 0) for s in SPLITS}
     groups: dict[str, set[str]] = {s: set() for s in SPLITS}
     folds = fold_count(records)
@@ -185,11 +197,22 @@ def _summarize(paths: RunPaths, records: list[VideoRecord], class_names: list[st
             fold_counts[record.fold][record.class_name] += 1
             fold_groups[record.fold].add(record.group)
     return PrepareSummary(
-        run_dir=paths.root, videos_csv=paths.videos_csv, rejected_csv=paths.rejected_csv, run_json=paths.run_json,
-        class_names=class_names, counts=counts, group_counts={s: len(g) for s, g in groups.items()},
-        n_rejected=n_rejected, n_unlisted=n_unlisted, up_to_date=up_to_date, split=split, duplicates=duplicates,
-        listed_missing=listed_missing, folds=folds,
-        fold_counts=fold_counts, fold_group_counts={k: len(g) for k, g in fold_groups.items()},
+        run_dir=paths.root,
+        videos_csv=paths.videos_csv,
+        rejected_csv=paths.rejected_csv,
+        run_json=paths.run_json,
+        class_names=class_names,
+        counts=counts,
+        group_counts={s: len(g) for s, g in groups.items()},
+        n_rejected=n_rejected,
+        n_unlisted=n_unlisted,
+        up_to_date=up_to_date,
+        split=split,
+        duplicates=duplicates,
+        listed_missing=listed_missing,
+        folds=folds,
+        fold_counts=fold_counts,
+        fold_group_counts={k: len(g) for k, g in fold_groups.items()},
     )
 
 
@@ -206,10 +229,15 @@ class _Lists:
         return [file_signature(o.folder / name) for o in self.splits for name in list_file_names(o.number)]
 
     def unlisted_reason(self) -> str:
-        names = ([list_file_names(o.number)[1] for o in self.splits] if len(self.splits) > 1
-                 else list(list_file_names(self.splits[0].number)[:2]))
-        return (f"in none of {', '.join(names)} in {self.splits[0].folder}: left out of the official split; "
-                f"add it to a list, or use --split group")
+        names = (
+            [list_file_names(o.number)[1] for o in self.splits]
+            if len(self.splits) > 1
+            else list(list_file_names(self.splits[0].number)[:2])
+        )
+        return (
+            f"in none of {', '.join(names)} in {self.splits[0].folder}: left out of the official split; "
+            f"add it to a list, or use --split group"
+        )
 
     def missing(self, files: list[VideoFile], classes: list[str]) -> list[str]:
         """List entries of ``classes`` that name none of ``files`` (as official keys, sorted)."""
@@ -249,8 +277,9 @@ def _read_lists(data_root: Path, files: list[VideoFile], spec: SplitSpec, classe
     return _Lists(splits, [splits[0].split_of(f.class_name, f.path.name) for f in files])
 
 
-def _check_official_coverage(classes: list[str], verdicts: Sequence[str | int | None], files: list[VideoFile],
-                             lists: _Lists) -> None:
+def _check_official_coverage(
+    classes: list[str], verdicts: Sequence[str | int | None], files: list[VideoFile], lists: _Lists
+) -> None:
     """Every class has listed videos in the train and test list (official:N) or in every test list (official:all)."""
     present = Counter((f.class_name, v) for f, v in zip(files, verdicts, strict=True) if v is not None)
     if len(lists.splits) > 1:  # official:all: verdicts are folds, one per test list
@@ -268,12 +297,14 @@ def _check_official_coverage(classes: list[str], verdicts: Sequence[str | int | 
         )
 
 
-def _input_fingerprint(data_root: Path, files: list[VideoFile], config: dict[str, Any], lists: _Lists | None,
-                       misplaced: list[SkippedFile]) -> str:
+def _input_fingerprint(
+    data_root: Path, files: list[VideoFile], config: dict[str, Any], lists: _Lists | None, misplaced: list[SkippedFile]
+) -> str:
     signatures = [file_signature(f.path) for f in files]
     skipped = [(str(item.path), item.reason) for item in misplaced]
-    return fingerprint(PREPARE_VERSION, str(data_root), config, signatures,
-                       [] if lists is None else lists.signatures(), skipped)
+    return fingerprint(
+        PREPARE_VERSION, str(data_root), config, signatures, [] if lists is None else lists.signatures(), skipped
+    )
 
 
 def _is_up_to_date(paths: RunPaths, input_fingerprint: str) -> bool:
@@ -302,8 +333,9 @@ def _misplaced_rejections(data_root: Path, misplaced: list[SkippedFile]) -> list
     return rows
 
 
-def _check_every_class_usable(class_names: list[str], usable: list[VideoFile], rejected: list[Rejection],
-                              data_root: Path, paths: RunPaths) -> None:
+def _check_every_class_usable(
+    class_names: list[str], usable: list[VideoFile], rejected: list[Rejection], data_root: Path, paths: RunPaths
+) -> None:
     empty = [name for name in class_names if not any(f.class_name == name for f in usable)]
     if not empty:
         return
@@ -344,8 +376,17 @@ class _Assignment:
     fold_splits: list[tuple[str, ...]] | None = None
 
 
-def _assign(classes: list[str], groups: list[str], verdicts: Sequence[str | int | None] | None, *, spec: SplitSpec,
-            folds: int, val: float, test: float, seed: int) -> _Assignment:
+def _assign(
+    classes: list[str],
+    groups: list[str],
+    verdicts: Sequence[str | int | None] | None,
+    *,
+    spec: SplitSpec,
+    folds: int,
+    val: float,
+    test: float,
+    seed: int,
+) -> _Assignment:
     """Splits (and outer folds) of the items; with official lists every item has a verdict."""
     listed = list(verdicts or [])
     if spec.all_lists or folds > 1:
@@ -363,9 +404,17 @@ def _assign(classes: list[str], groups: list[str], verdicts: Sequence[str | int 
 def _up_to_date_summary(paths: RunPaths, class_names: list[str], split: str) -> PrepareSummary:
     previous = read_json(paths.run_json)
     duplicates = [DuplicateSet(str(d["kept"]), tuple(d["rejected"])) for d in previous.get("duplicates", [])]
-    return _summarize(paths, read_videos_csv(paths.videos_csv), list(previous.get("class_names", class_names)),
-                      int(previous.get("n_rejected", 0)), int(previous.get("n_unlisted", 0)), split,
-                      up_to_date=True, duplicates=duplicates, listed_missing=list(previous.get("listed_missing", [])))
+    return _summarize(
+        paths,
+        read_videos_csv(paths.videos_csv),
+        list(previous.get("class_names", class_names)),
+        int(previous.get("n_rejected", 0)),
+        int(previous.get("n_unlisted", 0)),
+        split,
+        up_to_date=True,
+        duplicates=duplicates,
+        listed_missing=list(previous.get("listed_missing", [])),
+    )
 
 
 def prepare_run(
@@ -435,20 +484,28 @@ def prepare_run(
     if _is_up_to_date(paths, input_fingerprint):
         return _up_to_date_summary(paths, class_names, str(spec))
 
-    unlisted = [] if lists is None else [
-        Rejection(str(f.path), lists.unlisted_reason(), f.class_name)
-        for f, verdict in zip(scanned, lists.verdicts, strict=True) if verdict is None
-    ]
+    unlisted = (
+        []
+        if lists is None
+        else [
+            Rejection(str(f.path), lists.unlisted_reason(), f.class_name)
+            for f, verdict in zip(scanned, lists.verdicts, strict=True)
+            if verdict is None
+        ]
+    )
     listed_missing = [] if lists is None else lists.missing(scanned, class_names)
     duplicates = find_duplicates(files)
     dropped = duplicate_reasons(scanned, duplicates)
-    candidates = [(f, v) for f, v in zip(files, verdicts or [None] * len(files), strict=True)
-                  if str(f.path) not in dropped]
+    candidates = [
+        (f, v) for f, v in zip(files, verdicts or [None] * len(files), strict=True) if str(f.path) not in dropped
+    ]
     probes = preflight([f.path for f, _ in candidates], workers=workers, progress=progress)
     class_of = {str(f.path): f.class_name for f in scanned}
-    rejected = _misplaced_rejections(data_root, misplaced) + [
-        Rejection(path, reason, class_of[path]) for path, reason in dropped.items()
-    ] + [Rejection(p.path, p.reason, class_of[str(p.path)]) for p in probes if not p.ok]
+    rejected = (
+        _misplaced_rejections(data_root, misplaced)
+        + [Rejection(path, reason, class_of[path]) for path, reason in dropped.items()]
+        + [Rejection(p.path, p.reason, class_of[str(p.path)]) for p in probes if not p.ok]
+    )
     usable = [(f, probe, v) for (f, v), probe in zip(candidates, probes, strict=True) if probe.ok]
     _write_rejected(paths, rejected + unlisted)
     _check_every_class_usable(class_names, [f for f, _, _ in usable], rejected, data_root, paths)
@@ -456,8 +513,11 @@ def prepare_run(
     if lists is not None:
         _check_official_coverage(class_names, [v for _, _, v in usable], [f for f, _, _ in usable], lists)
     try:
-        assignment = assign([f.class_name for f, _, _ in usable], [f.group for f, _, _ in usable],
-                            None if lists is None else [v for _, _, v in usable])
+        assignment = assign(
+            [f.class_name for f, _, _ in usable],
+            [f.group for f, _, _ in usable],
+            None if lists is None else [v for _, _, v in usable],
+        )
     except ValueError as exc:
         note = f"after {len(rejected)} file(s) were rejected, see {paths.rejected_csv}"
         raise type(exc)(f"{exc} ({note})") from None
@@ -466,14 +526,29 @@ def prepare_run(
     save_keyframe_indexes(
         paths.keyframes_npz, {probe.path: probe.keyframes for _, probe, _ in usable if probe.keyframes is not None}
     )
-    summary = _summarize(paths, records, class_names, len(rejected), len(unlisted), str(spec), up_to_date=False,
-                         duplicates=duplicates, listed_missing=listed_missing)
+    summary = _summarize(
+        paths,
+        records,
+        class_names,
+        len(rejected),
+        len(unlisted),
+        str(spec),
+        up_to_date=False,
+        duplicates=duplicates,
+        listed_missing=listed_missing,
+    )
     _write_run_json(paths, summary, config, seed, lists, input_fingerprint)
     return summary
 
 
-def _write_run_json(paths: RunPaths, summary: PrepareSummary, config: dict[str, Any], seed: int,
-                    lists: _Lists | None, input_fingerprint: str) -> None:
+def _write_run_json(
+    paths: RunPaths,
+    summary: PrepareSummary,
+    config: dict[str, Any],
+    seed: int,
+    lists: _Lists | None,
+    input_fingerprint: str,
+) -> None:
     """Last, so that a run.json says the files before it are complete."""
     atomic_write_json(
         paths.run_json,
@@ -500,14 +575,23 @@ def _write_run_json(paths: RunPaths, summary: PrepareSummary, config: dict[str, 
     )
 
 
-def _records(usable: list[tuple[VideoFile, ProbeResult]], assignment: _Assignment,
-             class_names: list[str]) -> list[VideoRecord]:
+def _records(
+    usable: list[tuple[VideoFile, ProbeResult]], assignment: _Assignment, class_names: list[str]
+) -> list[VideoRecord]:
     label_of = {name: index for index, name in enumerate(class_names)}
     return [
         VideoRecord(
-            video_id=f.video_id, path=str(f.path), class_name=f.class_name, label=label_of[f.class_name],
-            group=f.group, split=assignment.splits[i], codec=probe.codec, frames=probe.frames, fps=probe.fps,
-            width=probe.width, height=probe.height,
+            video_id=f.video_id,
+            path=str(f.path),
+            class_name=f.class_name,
+            label=label_of[f.class_name],
+            group=f.group,
+            split=assignment.splits[i],
+            codec=probe.codec,
+            frames=probe.frames,
+            fps=probe.fps,
+            width=probe.width,
+            height=probe.height,
             fold=None if assignment.folds is None else assignment.folds[i],
             fold_splits="" if assignment.fold_splits is None else " ".join(assignment.fold_splits[i]),
         )
@@ -518,4 +602,3 @@ def _records(usable: list[tuple[VideoFile, ProbeResult]], assignment: _Assignmen
 def summary_dict(summary: PrepareSummary) -> dict[str, Any]:
     """JSON-friendly form of a :class:`PrepareSummary`."""
     return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(summary).items()}
-

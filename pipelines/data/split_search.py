@@ -43,8 +43,13 @@ class _OutOfSteps(Exception):
 class _CoverSearch:
     """Depth-first search for one cover per split (see the module docstring)."""
 
-    def __init__(self, group_classes: Mapping[str, frozenset[str]], splits: tuple[str, ...],
-                 rank: Mapping[str, int], max_steps: int) -> None:
+    def __init__(
+        self,
+        group_classes: Mapping[str, frozenset[str]],
+        splits: tuple[str, ...],
+        rank: Mapping[str, int],
+        max_steps: int,
+    ) -> None:
         self.group_classes = group_classes
         self.splits = splits
         self.rank = rank

@@ -199,8 +199,9 @@ def _classes_of_groups(
     return {group: frozenset(names) for group, names in found.items()}
 
 
-def _covers_every_class(split_of: Mapping[str, str], group_classes: Mapping[str, frozenset[str]],
-                        names: Sequence[str]) -> bool:
+def _covers_every_class(
+    split_of: Mapping[str, str], group_classes: Mapping[str, frozenset[str]], names: Sequence[str]
+) -> bool:
     present = {(c, split_of[g]) for g, held in group_classes.items() for c in held}
     return all((c, name) in present for c in set().union(*group_classes.values()) for name in names)
 
@@ -227,8 +228,9 @@ def _no_split_message(group_classes: Mapping[str, frozenset[str]], names: Sequen
     )
 
 
-def _searched_split(group_classes: Mapping[str, frozenset[str]], counts: dict[str, int], seed: int,
-                    names: Sequence[str]) -> dict[str, str]:
+def _searched_split(
+    group_classes: Mapping[str, frozenset[str]], counts: dict[str, int], seed: int, names: Sequence[str]
+) -> dict[str, str]:
     """The split of each group from :func:`~pipelines.data.split_search.assign_groups`, or
     :class:`TooFewGroupsError` saying what to change."""
     found = assign_groups(group_classes, counts, np.random.default_rng(seed), rest="train")
@@ -261,8 +263,11 @@ def group_split(
         n_train, n_val, n_test = group_counts(len(group_classes), val, test)
         rest, test_idx = _shuffle_split(indices, group_array, n_train + n_val, n_test, class_seed(seed, class_name, 0))
         train_idx, val_idx = _shuffle_split(rest, group_array, n_train, n_val, class_seed(seed, class_name, 1))
-        split_of = {groups[i]: name for name, chosen in (("train", train_idx), ("val", val_idx), ("test", test_idx))
-                    for i in chosen}
+        split_of = {
+            groups[i]: name
+            for name, chosen in (("train", train_idx), ("val", val_idx), ("test", test_idx))
+            for i in chosen
+        }
         if not _covers_every_class(split_of, group_classes, SPLITS):
             counts = {"test": n_test, "val": n_val, "train": n_train}
             split_of = _searched_split(group_classes, counts, class_seed(seed, class_name, 3), SPLITS)
@@ -371,7 +376,8 @@ def load_official_split(data_root: str | os.PathLike[str], number: int) -> Offic
     for folder in folders:
         if all((folder / name).is_file() for name in names):
             train_text, test_text, index_text = (
-                (folder / name).read_text(encoding="utf-8-sig", errors="replace") for name in names  # BOM: Notepad
+                (folder / name).read_text(encoding="utf-8-sig", errors="replace")
+                for name in names  # BOM: Notepad
             )
             return OfficialSplit(
                 number=number,
@@ -380,8 +386,11 @@ def load_official_split(data_root: str | os.PathLike[str], number: int) -> Offic
                 train=parse_split_list(train_text),
                 test=parse_split_list(test_text),
             )
-    partial = [f"{folder} has only {', '.join(n for n in names if (folder / n).is_file())}"
-               for folder in folders if any((folder / n).is_file() for n in names)]
+    partial = [
+        f"{folder} has only {', '.join(n for n in names if (folder / n).is_file())}"
+        for folder in folders
+        if any((folder / n).is_file() for n in names)
+    ]
     raise OfficialListsNotFoundError(
         f"official split {number}: {', '.join(names)} not found together; looked in "
         f"{', '.join(str(f) for f in dict.fromkeys(folders))}"

@@ -225,8 +225,10 @@ def test_ddp_trains_every_fold_and_rank_0_writes_the_pooled_result(tmp_path: Pat
     classes, groups = [r.class_name for r in records], [r.group for r in records]
     fold_of = group_kfold(classes, groups, folds=2)
     per_fold = outer_fold_splits(classes, groups, fold_of, val=0.2)
-    records = [replace(r, split=s[0], fold=f, fold_splits=" ".join(s)) for r, f, s in zip(records, fold_of, per_fold,
-                                                                                          strict=True)]
+    records = [
+        replace(r, split=s[0], fold=f, fold_splits=" ".join(s))
+        for r, f, s in zip(records, fold_of, per_fold, strict=True)
+    ]
     write_videos_csv(run_dir / "videos.csv", records)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACTIONBENCH_DEVICE": "cpu"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -92,8 +92,22 @@ def test_no_video_classified_is_a_failure_with_the_csv_written(trained_run: Path
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "text.webm").write_text("not a video at all")
     out = tmp_path / "p.csv"
-    result = CliRunner().invoke(main, ["--device", "cpu", "predict", "--run", str(trained_run), "--model", "logreg",
-                                       "--out", str(out), str(tmp_path / "empty.mp4"), str(tmp_path / "text.webm")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--device",
+            "cpu",
+            "predict",
+            "--run",
+            str(trained_run),
+            "--model",
+            "logreg",
+            "--out",
+            str(out),
+            str(tmp_path / "empty.mp4"),
+            str(tmp_path / "text.webm"),
+        ],
+    )
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
         f"Error: none of the 2 video(s) could be classified; the reasons are in the error column of {out}"

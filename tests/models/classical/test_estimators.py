@@ -105,8 +105,11 @@ def test_svm_scores_on_a_tiny_real_feature_matrix_follow_the_svm(splits) -> None
             assert model.score_method_.startswith("softmax fallback")
             np.testing.assert_array_equal(model.predict(rows.X), svc.predict(rows.X))
             decision = svc.decision_function(rows.X)  # scores rank videos as the decision values do
-            np.testing.assert_allclose(np.log(proba) - np.log(proba).mean(axis=1, keepdims=True),
-                                       decision - decision.mean(axis=1, keepdims=True), atol=1e-4)
+            np.testing.assert_allclose(
+                np.log(proba) - np.log(proba).mean(axis=1, keepdims=True),
+                decision - decision.mean(axis=1, keepdims=True),
+                atol=1e-4,
+            )
     assert model.score_method_.startswith("softmax fallback")  # what these 30 videos give; both paths stay sound
 
 

@@ -305,9 +305,7 @@ def test_features_of_another_index_are_recomputed_and_the_advice_redoes_stale_re
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
-def test_an_unreadable_result_is_set_aside_and_retrained(
-    tmp_path, tmp_path_factory, backend, capsys, damage
-) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreadable_result_is_set_aside_and_retrained(tmp_path, tmp_path_factory, backend, capsys, damage) -> None:  # type: ignore[no-untyped-def]
     run_dir = _copy_of_shared_run(tmp_path, tmp_path_factory)
     path = RunPaths(run_dir).result_json("logreg")
     first = run_classical(run_dir, backend, models=["logreg"], config=FAST, progress=False)[0]

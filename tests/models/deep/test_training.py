@@ -137,9 +137,7 @@ class RunsCode:
 
 
 @pytest.mark.parametrize("damage", ["truncated last.pt", "empty best.pt", "last.pt that runs code"])
-def test_an_unusable_checkpoint_is_set_aside_and_training_starts_afresh(
-    run_dir, backend, tmp_path, capsys, damage
-):
+def test_an_unusable_checkpoint_is_set_aside_and_training_starts_afresh(run_dir, backend, tmp_path, capsys, damage):
     config = tiny_config("cnn2d", epochs=2, patience=5, size=16, batch_size=6)
     records, loaders = records_and_loaders(run_dir, config, backend)
     checkpoints = tmp_path / "checkpoints"

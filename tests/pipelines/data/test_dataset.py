@@ -38,15 +38,30 @@ def test_group_of_ucf_and_other_names() -> None:
 
 
 def test_scan_finds_videos_case_insensitively(tmp_path: Path) -> None:
-    root = touch_tree(tmp_path / "data", {
-        "Punch": ["v_Punch_g01_c01.avi", "v_Punch_g01_c02.AVI", "clip.MKV", "phone.MOV", "notes.txt", ".hidden.avi"],
-        "PullUps": ["v_PullUps_g02_c01.webm", "x.mp4", "x.avi"],
-        "Empty": ["readme.txt"],
-    })
+    root = touch_tree(
+        tmp_path / "data",
+        {
+            "Punch": [
+                "v_Punch_g01_c01.avi",
+                "v_Punch_g01_c02.AVI",
+                "clip.MKV",
+                "phone.MOV",
+                "notes.txt",
+                ".hidden.avi",
+            ],
+            "PullUps": ["v_PullUps_g02_c01.webm", "x.mp4", "x.avi"],
+            "Empty": ["readme.txt"],
+        },
+    )
     files = scan_dataset(root)
     assert [f.video_id for f in files] == [
-        "PullUps/v_PullUps_g02_c01", "PullUps/x.avi", "PullUps/x.mp4",
-        "Punch/clip", "Punch/phone", "Punch/v_Punch_g01_c01", "Punch/v_Punch_g01_c02",
+        "PullUps/v_PullUps_g02_c01",
+        "PullUps/x.avi",
+        "PullUps/x.mp4",
+        "Punch/clip",
+        "Punch/phone",
+        "Punch/v_Punch_g01_c01",
+        "Punch/v_Punch_g01_c02",
     ]
     assert [f.group for f in files] == ["g02", "PullUps/x", "PullUps/x", "Punch/clip", "Punch/phone", "g01", "g01"]
     assert all(f.path.is_absolute() for f in files)

@@ -34,8 +34,9 @@ def indexes(draw: st.DrawFn) -> tuple[list[str], list[str], int, float]:
 
 @settings(max_examples=60, deadline=None)
 @given(indexes(), st.integers(0, 2**31))
-def test_every_group_in_one_fold_every_video_tested_once(index: tuple[list[str], list[str], int, float],
-                                                         seed: int) -> None:
+def test_every_group_in_one_fold_every_video_tested_once(
+    index: tuple[list[str], list[str], int, float], seed: int
+) -> None:
     classes, groups, folds, val = index
     fold_of = group_kfold(classes, groups, folds=folds, seed=seed)
     assert set(fold_of) == set(range(folds))

@@ -128,8 +128,11 @@ def rotated_video(path: Path, degrees: int, codec: str = "libx264", container_fo
 
 @pytest.mark.parametrize(
     ("name", "degrees", "codec", "container_format"),
-    [("phone.mp4", 90, "libx264", "mp4"), ("upside.mkv", 180, "libvpx-vp9", "matroska"),
-     ("left.mp4", -90, "mpeg4", "mp4")],
+    [
+        ("phone.mp4", 90, "libx264", "mp4"),
+        ("upside.mkv", 180, "libvpx-vp9", "matroska"),
+        ("left.mp4", -90, "mpeg4", "mp4"),
+    ],
 )
 def test_rotation_metadata_is_rejected_with_the_fix(
     tmp_path: Path, name: str, degrees: int, codec: str, container_format: str
@@ -192,4 +195,3 @@ def test_a_transport_stream_whose_clock_wrapped_is_not_truncated(tmp_path: Path)
     result = probe_video(wrapped)
     assert result.ok, result.reason
     assert result.frames == 50
-

@@ -86,8 +86,9 @@ def test_prepare_end_to_end_and_noop_rerun(tree: Path, tmp_path: Path) -> None:
     assert [r.split for r in read_videos_csv(run / "videos.csv")] != [r.split for r in records]
 
 
-def test_a_run_prepared_by_an_older_version_is_redone(tree: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_prepared_by_an_older_version_is_redone(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
         patch.setattr(prepare_module, "PREPARE_VERSION", prepare_module.PREPARE_VERSION - 1)
@@ -113,8 +114,9 @@ def test_official_split(tree: Path, tmp_path: Path) -> None:
     lists.mkdir(exist_ok=True)
     order = ["Punch", "PushUps", "PullUps"]
     (lists / "classInd.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(order, 1)))
-    train = [f"{c}/v_{c}_g{g:02d}_c{k:02d}.avi {order.index(c) + 1}"
-             for c in CLASSES for g in (2, 3, 4) for k in (1, 2)]
+    train = [
+        f"{c}/v_{c}_g{g:02d}_c{k:02d}.avi {order.index(c) + 1}" for c in CLASSES for g in (2, 3, 4) for k in (1, 2)
+    ]
     test = [f"{c}/v_{c}_g01_c{k:02d}.avi" for c in CLASSES for k in (1, 2)]
     (lists / "trainlist01.txt").write_text("\n".join(train[:-1]) + "\n")  # one clip in neither list
     # g09_c01 is the tree's broken file; two entries name no file: one of a chosen class (a partial
@@ -130,8 +132,10 @@ def test_official_split(tree: Path, tmp_path: Path) -> None:
     missing = "official lists name 1 video(s) of these classes that are not in the data folder (punch/v_punch_g07_c01)"
     assert missing in result.output
     assert json.loads((run / "run.json").read_text())["listed_missing"] == ["punch/v_punch_g07_c01"]
-    assert "1 listed video(s) of these classes not found" in invoke(str(tree), "--run", str(run), "--split",
-                                                                     "official:1").output  # up to date: still said
+    assert (
+        "1 listed video(s) of these classes not found"
+        in invoke(str(tree), "--run", str(run), "--split", "official:1").output
+    )  # up to date: still said
     records = read_videos_csv(run / "videos.csv")
     assert len(records) == len(train) - 1 + len(test)
     assert {r.class_name: r.label for r in records} == {"Punch": 0, "PushUps": 1, "PullUps": 2}  # classInd order

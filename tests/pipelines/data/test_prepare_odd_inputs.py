@@ -37,8 +37,11 @@ def prepare(*args: str):  # type: ignore[no-untyped-def]
 
 def rejected_reasons(run: Path, root: Path) -> dict[str, str]:
     """rejected.csv rows of `prepare`: path relative to ``root`` -> reason."""
-    return {str(Path(row["path"]).relative_to(root)): row["reason"] for row in read_rejected(run)
-            if row["stage"] == "prepare"}
+    return {
+        str(Path(row["path"]).relative_to(root)): row["reason"]
+        for row in read_rejected(run)
+        if row["stage"] == "prepare"
+    }
 
 
 def test_byte_identical_copies_are_rejected_and_never_cross_splits(tmp_path: Path) -> None:
@@ -51,10 +54,14 @@ def test_byte_identical_copies_are_rejected_and_never_cross_splits(tmp_path: Pat
     run = tmp_path / "run"
     result = prepare(str(root), "--run", str(run))
     assert result.exit_code == 0, result.output
-    assert "duplicate: kept Punch/v_Punch_g01_c01.avi, rejected Punch/a copy.avi, Punch/v_Punch_g04_c02.avi" \
+    assert (
+        "duplicate: kept Punch/v_Punch_g01_c01.avi, rejected Punch/a copy.avi, Punch/v_Punch_g04_c02.avi"
         in result.output
-    assert "duplicate with conflicting labels: rejected PullUps/mislabelled.avi, PushUps/v_PushUps_g02_c01.avi" \
+    )
+    assert (
+        "duplicate with conflicting labels: rejected PullUps/mislabelled.avi, PushUps/v_PushUps_g02_c01.avi"
         in result.output
+    )
     assert "4 rejected (4 byte-identical duplicate(s))" in result.output
 
     records = read_videos_csv(run / "videos.csv")
@@ -62,14 +69,20 @@ def test_byte_identical_copies_are_rejected_and_never_cross_splits(tmp_path: Pat
     assert len(set(contents)) == len(records), "a byte-identical pair is still in the index"
     assert {r.video_id: r.group for r in records}["Punch/v_Punch_g01_c01"] == "g01"
     reasons = rejected_reasons(run, root)
-    assert set(reasons) == {"Punch/v_Punch_g04_c02.avi", "Punch/a copy.avi", "PullUps/mislabelled.avi",
-                            "PushUps/v_PushUps_g02_c01.avi"}
+    assert set(reasons) == {
+        "Punch/v_Punch_g04_c02.avi",
+        "Punch/a copy.avi",
+        "PullUps/mislabelled.avi",
+        "PushUps/v_PushUps_g02_c01.avi",
+    }
     assert reasons["Punch/a copy.avi"].startswith(f"duplicate: byte-identical to {kept} (kept)")
     assert reasons["PullUps/mislabelled.avi"].startswith("duplicate with conflicting labels: byte-identical to")
     meta = json.loads((run / "run.json").read_text())
     assert meta["duplicates"] == [
-        {"kept": "", "rejected": [str(root / "PullUps" / "mislabelled.avi"),
-                                  str(root / "PushUps" / "v_PushUps_g02_c01.avi")]},
+        {
+            "kept": "",
+            "rejected": [str(root / "PullUps" / "mislabelled.avi"), str(root / "PushUps" / "v_PushUps_g02_c01.avi")],
+        },
         {"kept": str(kept), "rejected": [str(copy), str(root / "Punch" / "v_Punch_g04_c02.avi")]},
     ]
     again = prepare(str(root), "--run", str(run))
@@ -81,8 +94,12 @@ def test_odd_files_are_each_rejected_with_the_reason_and_the_fix(tmp_path: Path)
     rng = np.random.default_rng(5)
     write_video(root / "Punch" / "one_frame.avi", rng.integers(0, 256, (1, 24, 32, 3), dtype=np.uint8), 25, "mjpeg")
     rotated_video(root / "PullUps" / "phone.mp4", 90)
-    write_video(root / "PushUps" / "takes" / "nested.avi", rng.integers(0, 256, (MIN_FRAMES, 24, 32, 3),
-                                                                         dtype=np.uint8), 25, "mjpeg")
+    write_video(
+        root / "PushUps" / "takes" / "nested.avi",
+        rng.integers(0, 256, (MIN_FRAMES, 24, 32, 3), dtype=np.uint8),
+        25,
+        "mjpeg",
+    )
     (root / "Punch" / "gone.avi").symlink_to(root / "Punch" / "deleted.avi")
     write_video(root / "loose.avi", rng.integers(0, 256, (MIN_FRAMES, 24, 32, 3), dtype=np.uint8), 25, "mjpeg")
     run = tmp_path / "run"
@@ -91,16 +108,23 @@ def test_odd_files_are_each_rejected_with_the_reason_and_the_fix(tmp_path: Path)
     assert "9 videos in 3 classes" in result.output and "5 rejected" in result.output
 
     reasons = rejected_reasons(run, root)
-    assert set(reasons) == {"Punch/one_frame.avi", "PullUps/phone.mp4", "PushUps/takes/nested.avi",
-                            "Punch/gone.avi", "loose.avi"}
+    assert set(reasons) == {
+        "Punch/one_frame.avi",
+        "PullUps/phone.mp4",
+        "PushUps/takes/nested.avi",
+        "Punch/gone.avi",
+        "loose.avi",
+    }
     assert reasons["Punch/one_frame.avi"].startswith(f"too few frames: 1 frame(s), at least {MIN_FRAMES}")
-    assert reasons["PullUps/phone.mp4"].startswith("rotation metadata: the file asks players to rotate its frames "
-                                                   "by 90 degrees")
+    assert reasons["PullUps/phone.mp4"].startswith(
+        "rotation metadata: the file asks players to rotate its frames by 90 degrees"
+    )
     assert f"ffmpeg -i {root / 'PullUps' / 'phone.mp4'} -c:v libx264" in reasons["PullUps/phone.mp4"]
     assert reasons["PushUps/takes/nested.avi"].startswith("video in a nested folder (PushUps/takes/nested.avi)")
     assert f"move it into {root / 'PushUps'}/" in reasons["PushUps/takes/nested.avi"]
-    assert reasons["Punch/gone.avi"] == (f"dangling symbolic link: its target {root / 'Punch' / 'deleted.avi'} "
-                                         f"does not exist; fix or remove the link")
+    assert reasons["Punch/gone.avi"] == (
+        f"dangling symbolic link: its target {root / 'Punch' / 'deleted.avi'} does not exist; fix or remove the link"
+    )
     assert reasons["loose.avi"].startswith("video outside a class folder")
 
     # Fixing a skipped file is a change of the inputs: prepare runs again instead of "up to date".
