@@ -72,7 +72,12 @@ def prepare(
     summary = prepare_run(
         data_root, run_dir, classes=classes, split=split, val=val, test=test, seed=seed, folds=folds, progress=progress
     )
-    lines = ([] if summary.up_to_date else [summary.table()]) + summary.duplicate_lines() + summary.missing_lines()
+    lines = [
+        *([] if summary.up_to_date else [summary.table()]),
+        *summary.duplicate_lines(),
+        *summary.missing_lines(),
+        *summary.split_changed_lines(),
+    ]
     lines.append(f"{summary} -> {summary.videos_csv}")
     return StageReport(Path(run_dir), str(summary), lines=lines)
 

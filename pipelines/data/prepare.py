@@ -109,6 +109,8 @@ class PrepareSummary:
     folds: int = 1  # K outer folds (1: one fixed train/val/test split)
     fold_counts: dict[int, dict[str, int]] = field(default_factory=dict)  # fold -> class -> test videos
     fold_group_counts: dict[int, int] = field(default_factory=dict)  # fold -> groups in its test set
+    # Re-prepared into a run that had a split: (groups now in another split or fold, groups in both splits)
+    split_changed: tuple[int, int] | None = None
 
     @property
     def n_videos(self) -> int:
@@ -142,6 +144,17 @@ class PrepareSummary:
             f"scores are not comparable with published ones; restore the files, or use --split group"
         ]
 
+    def split_changed_lines(self) -> list[str]:
+        """A re-prepare that moved groups of the run's previous split elsewhere."""
+        if self.split_changed is None or not self.split_changed[0]:
+            return []
+        moved, common = self.split_changed
+        return [
+            f"WARNING the split changed: {moved} of the {common} groups this run had before are in another split "
+            "now (other split options, or videos added or removed: the seeded split is drawn again); what was made "
+            "from the old split is redone, and its scores cannot be compared with the new ones"
+        ]
+
     def table(self) -> str:
         """Videos per class and split (with outer folds: test videos per class and fold), one line per class."""
         if self.folds > 1:
@@ -171,6 +184,8 @@ class PrepareSummary:
             text += f", {self.n_unlisted} in neither official list (left out, named in {self.rejected_csv.name})"
         if self.listed_missing:
             text += f", {len(self.listed_missing)} listed video(s) of these classes not found"
+        if self.split_changed is not None and self.split_changed[0]:
+            text += f", split changed for {self.split_changed[0]} of {self.split_changed[1]} earlier groups"
         return ("up to date: " if self.up_to_date else "") + text
 
 
@@ -315,6 +330,23 @@ def _is_up_to_date(paths: RunPaths, input_fingerprint: str) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(previous, dict) and previous.get("input_fingerprint") == input_fingerprint
+
+
+def changed_groups(before: Sequence[VideoRecord], after: Sequence[VideoRecord]) -> tuple[int, int]:
+    """How many of the groups in both ``before`` and ``after`` changed place (split; with outer folds,
+    test fold or the splits within the folds), and how many groups both have."""
+    old = {record.group: (record.split, record.fold, record.fold_splits) for record in before}
+    new = {record.group: (record.split, record.fold, record.fold_splits) for record in after}
+    common = old.keys() & new.keys()
+    return sum(old[group] != new[group] for group in common), len(common)
+
+
+def _previous_records(paths: RunPaths) -> list[VideoRecord]:
+    """The run's current ``videos.csv``, if it has a readable one (else nothing to compare with)."""
+    try:
+        return read_videos_csv(paths.videos_csv)
+    except (OSError, ValueError):
+        return []
 
 
 def _write_rejected(paths: RunPaths, rejected: list[Rejection]) -> None:
@@ -522,6 +554,7 @@ def prepare_run(
         note = f"after {len(rejected)} file(s) were rejected, see {paths.rejected_csv}"
         raise type(exc)(f"{exc} ({note})") from None
     records = _records([(f, probe) for f, probe, _ in usable], assignment, class_names)
+    previous = _previous_records(paths)
     write_videos_csv(paths.videos_csv, records)
     save_keyframe_indexes(
         paths.keyframes_npz, {probe.path: probe.keyframes for _, probe, _ in usable if probe.keyframes is not None}
@@ -537,6 +570,7 @@ def prepare_run(
         duplicates=duplicates,
         listed_missing=listed_missing,
     )
+    summary.split_changed = changed_groups(previous, records) if previous else None
     _write_run_json(paths, summary, config, seed, lists, input_fingerprint)
     return summary
 
@@ -567,6 +601,9 @@ def _write_run_json(
             "n_rejected": summary.n_rejected,
             "n_unlisted": summary.n_unlisted,
             "listed_missing": summary.listed_missing,
+            "split_changed": None
+            if summary.split_changed is None
+            else dict(zip(("groups_moved", "groups_before"), summary.split_changed, strict=True)),
             "duplicates": [asdict(found) for found in summary.duplicates],
             "versions": library_versions(),
             "input_fingerprint": input_fingerprint,

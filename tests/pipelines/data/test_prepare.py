@@ -16,7 +16,7 @@ from core.runfiles import append_rejected, read_rejected
 from pipelines.data import prepare as prepare_module
 from pipelines.data.keyframes import load_keyframe_indexes
 from pipelines.data.preflight import MIN_FRAMES
-from pipelines.data.prepare import prepare_run
+from pipelines.data.prepare import changed_groups, prepare_run
 from pipelines.data.records import read_videos_csv
 from pipelines.video.codecs import write_video
 
@@ -80,10 +80,43 @@ def test_prepare_end_to_end_and_noop_rerun(tree: Path, tmp_path: Path) -> None:
     assert again.exit_code == 0 and "up to date" in again.output
     assert {name: (run / name).stat().st_mtime_ns for name in before} == before
 
-    # Another seed is another split: redone, same videos.
+    # Another seed is another split: redone, same videos, and said.
     other = prepare_run(tree, run, seed=4, progress=False)
     assert not other.up_to_date and other.n_videos == len(records)
     assert [r.split for r in read_videos_csv(run / "videos.csv")] != [r.split for r in records]
+    assert other.split_changed == changed_groups(records, read_videos_csv(run / "videos.csv"))
+    assert other.split_changed[0] > 0 and other.split_changed[1] == GROUPS
+    assert json.loads((run / "run.json").read_text())["split_changed"] == {
+        "groups_moved": other.split_changed[0],
+        "groups_before": GROUPS,
+    }
+
+
+def test_adding_videos_that_move_groups_to_other_splits_is_warned_about(tree: Path, tmp_path: Path) -> None:
+    """One more group reshuffles the seeded split: the groups that changed split are counted in a
+    warning (their results are redone), and a redo that moves none says nothing."""
+    data = tmp_path / "UCF-101"
+    shutil.copytree(tree, data)
+    run = tmp_path / "run"
+    assert invoke(str(data), "--run", str(run), "--seed", "2").exit_code == 0
+    before = read_videos_csv(run / "videos.csv")
+    rng = np.random.default_rng(1)
+    for class_name in CLASSES:
+        frames = rng.integers(0, 256, (MIN_FRAMES, 24, 32, 3), dtype=np.uint8)
+        write_video(data / class_name / f"v_{class_name}_g05_c01.avi", frames, fps=25, codec="mjpeg")
+    result = invoke(str(data), "--run", str(run), "--seed", "2")
+    assert result.exit_code == 0, result.output
+    moved, common = changed_groups(before, read_videos_csv(run / "videos.csv"))
+    assert common == GROUPS and moved > 0
+    assert f"WARNING the split changed: {moved} of the {GROUPS} groups this run had before" in result.output
+    assert f"split changed for {moved} of {GROUPS} earlier groups" in result.output
+    # Redone with the same split (as after an upgrade of prepare): nothing moved, nothing said.
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "input_fingerprint": "from an older prepare"}))
+    again = invoke(str(data), "--run", str(run), "--seed", "2")
+    assert again.exit_code == 0 and "up to date" not in again.output
+    assert "split changed" not in again.output
+    assert json.loads((run / "run.json").read_text())["split_changed"] == {"groups_moved": 0, "groups_before": 5}
 
 
 def test_a_run_prepared_by_an_older_version_is_redone(
