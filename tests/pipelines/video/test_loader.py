@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -12,11 +13,13 @@ import torch
 
 from core.backend import resolve_backend
 from core.runfiles import read_rejected
+from pipelines.data.preflight import probe_video
 from pipelines.data.records import VideoRecord
 from pipelines.video.clips import ClipSpec, clip_rng, draw_augmentation, eval_indices, train_indices
 from pipelines.video.codecs import codec_extension, write_video
 from pipelines.video.decode import decode_frames
 from pipelines.video.loader import make_clip_loader
+from tests.edited_videos import still_track_first
 
 HEIGHT, WIDTH = 48, 64
 
@@ -283,6 +286,55 @@ def test_dali_cpu_decoder_seeks_to_the_exact_frames(tmp_path: Path) -> None:
     write_video(path, moving_frames(60, seed=3), 25, "vp9", options={"g": "12"})
     indices = [37, 41, 50, 13, 58]
     assert_exact_frames(dali_decode(str(path), np.array(indices)), indices, decode_frames(path), 2)
+
+
+def two_video_streams(first: Path, second: Path, target: Path) -> None:
+    """A Matroska file with ``first``'s video stream, then ``second``'s marked as the default one
+    (both files of the same frame count: their packets are interleaved one by one)."""
+    with av.open(str(first)) as a, av.open(str(second)) as b, av.open(str(target), "w", format="matroska") as out:
+        sources = [(a, a.streams.video[0]), (b, b.streams.video[0])]
+        copies = [out.add_stream_from_template(stream) for _, stream in sources]
+        copies[0].disposition, copies[1].disposition = 0, av.stream.Disposition.default
+        packets = [[p for p in container.demux(stream) if p.dts is not None] for container, stream in sources]
+        for pair in zip(*packets, strict=True):
+            for packet, copy in zip(pair, copies, strict=True):
+                packet.stream = copy
+                out.mux(packet)
+
+
+def test_dali_decodes_the_stream_that_was_probed(tmp_path: Path, backend) -> None:  # type: ignore[no-untyped-def]
+    """Files with more than one video stream: DALI's CPU decoder gives the frames of the stream the
+    pre-flight probe chose (FFmpeg's best: here the default one, second in the file), and a file with
+    a still track first fails on DALI's route and is decoded by PyAV: never another stream's frames."""
+    source = moving_frames(20, seed=6)
+    write_video(tmp_path / "main.webm", source, 25, "vp9")
+    write_video(tmp_path / "other.webm", np.ascontiguousarray(255 - source[:, ::2, ::2]), 25, "vp9")
+    two_video_streams(tmp_path / "other.webm", tmp_path / "main.webm", tmp_path / "two.mkv")
+    still_track_first(tmp_path / "main.webm", tmp_path / "still.mkv")
+    spec = ClipSpec(frames=4, size=HEIGHT, resize_short=HEIGHT, stride=3, layout="BTHWC")
+    crop_x = (WIDTH - HEIGHT) // 2
+    expected = source[eval_indices(len(source), spec), :, crop_x : crop_x + HEIGHT].astype(int)
+    for name, route in (("two.mkv", {"dali-cpu": 1}), ("still.mkv", {"pyav": 1})):
+        probe = probe_video(tmp_path / name)
+        assert probe.ok and (probe.codec, probe.width, probe.height, probe.frames) == ("vp9", WIDTH, HEIGHT, 20)
+        record = VideoRecord(
+            video_id=f"cls0/{name}",
+            path=str(tmp_path / name),
+            class_name="cls0",
+            label=0,
+            group=name,
+            split="test",
+            codec="vp9",
+            frames=probe.frames,
+            fps=25.0,
+            width=WIDTH,
+            height=HEIGHT,
+        )
+        loader = make_clip_loader([record], spec, backend, batch_size=1)
+        (batch,) = list(loader)
+        assert loader.decode_stats.routes == route, loader.decode_stats.to_dict()
+        error = np.abs(np.asarray(batch.clips[0]).astype(int) - expected).mean(axis=(1, 2, 3))
+        assert error.max() < 4, (name, error)
 
 
 @pytest.mark.gpu
