@@ -14,6 +14,7 @@ packets that are not discarded and whose pts is at least that of the first frame
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import av
@@ -35,6 +36,15 @@ def video_stream(container: av.container.InputContainer) -> av.VideoStream | Non
         return None
     best = container.streams.best("video")
     return best if best in moving else moving[0]
+
+
+def video_stream_count(path: str | os.PathLike[str]) -> int:
+    """How many video streams (attached pictures included) ``path`` has; 0 when it cannot be opened."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return len(container.streams.video)
+    except (av.FFmpegError, OSError):
+        return 0
 
 
 class ShownPackets:

@@ -48,6 +48,7 @@ from core.backend import NVDEC_LIMITS, Backend
 from core.runfiles import RunPaths, append_rejected, set_aside
 from pipelines.data.keyframes import KeyframeIndexes
 from pipelines.data.records import VideoRecord
+from pipelines.data.video_stream import video_stream_count
 from pipelines.video.cache import CachedVideo, ClipCache, default_max_bytes, frames_to_store
 from pipelines.video.clips import (
     ClipSpec,
@@ -615,7 +616,9 @@ class ClipLoader:
         except DecodeError as exc:
             self._reject(video, str(exc))
             return []
-        if failure is not None:
+        # A file with more than one video stream can fail for reasons of its own (a still track
+        # first: DALI decodes the first stream), so it does not break the route for its codec.
+        if failure is not None and video_stream_count(record.path) <= 1:
             self._health.file_failed(route, record.codec, failure)
         why = "decode failed" if failure is not None else f"{route} failed on {record.codec} earlier"
         for clip, item in decoded.items():

@@ -73,7 +73,8 @@ class RouteHealth:
     """Which DALI routes failed on which codec, remembered for the life of a loader.
 
     A route is marked broken for a codec when a single file of that codec fails on it, PyAV
-    decodes the same file (so the file is fine), and the route never decoded that codec before;
+    decodes the same file (so the file is fine), and the route never decoded that codec before
+    (the loader does not report files with more than one video stream, which may fail on their own);
     a route whose pipeline cannot even be built is broken for every codec. A file that fails
     everywhere is the file's fault and breaks nothing.
     """

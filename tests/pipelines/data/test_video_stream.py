@@ -8,7 +8,7 @@ import av
 import numpy as np
 
 from pipelines.data.preflight import probe_video
-from pipelines.data.video_stream import ShownPackets, decode_one, video_stream
+from pipelines.data.video_stream import ShownPackets, decode_one, video_stream, video_stream_count
 from pipelines.video.codecs import write_video
 from pipelines.video.decode import decode_frames
 from tests.edited_videos import remux, still_track_first, transport_stream_cut
@@ -33,6 +33,8 @@ def test_the_video_is_found_behind_a_still_track(tmp_path: Path) -> None:
     assert result.ok, result.reason
     assert (result.codec, result.frames, result.width, result.height) == ("h264", 20, 64, 48)
     assert decode_frames(both).shape == (20, 48, 64, 3)
+    counts = [video_stream_count(path) for path in (both, source, tmp_path / "gone.mkv")]
+    assert counts == [2, 1, 0]  # the loader does not let a file with a still track break DALI's route
 
 
 def test_packets_before_the_first_shown_frame_are_no_frames(tmp_path: Path) -> None:

@@ -305,7 +305,8 @@ def two_video_streams(first: Path, second: Path, target: Path) -> None:
 def test_dali_decodes_the_stream_that_was_probed(tmp_path: Path, backend) -> None:  # type: ignore[no-untyped-def]
     """Files with more than one video stream: DALI's CPU decoder gives the frames of the stream the
     pre-flight probe chose (FFmpeg's best: here the default one, second in the file), and a file with
-    a still track first fails on DALI's route and is decoded by PyAV: never another stream's frames."""
+    a still track first fails on DALI's route and is decoded by PyAV: never another stream's frames.
+    That file's failure is its own: the next plain VP9 file still takes DALI's route."""
     source = moving_frames(20, seed=6)
     write_video(tmp_path / "main.webm", source, 25, "vp9")
     write_video(tmp_path / "other.webm", np.ascontiguousarray(255 - source[:, ::2, ::2]), 25, "vp9")
@@ -314,27 +315,34 @@ def test_dali_decodes_the_stream_that_was_probed(tmp_path: Path, backend) -> Non
     spec = ClipSpec(frames=4, size=HEIGHT, resize_short=HEIGHT, stride=3, layout="BTHWC")
     crop_x = (WIDTH - HEIGHT) // 2
     expected = source[eval_indices(len(source), spec), :, crop_x : crop_x + HEIGHT].astype(int)
-    for name, route in (("two.mkv", {"dali-cpu": 1}), ("still.mkv", {"pyav": 1})):
+    records = []
+    for name in ("two.mkv", "still.mkv", "main.webm"):
         probe = probe_video(tmp_path / name)
         assert probe.ok and (probe.codec, probe.width, probe.height, probe.frames) == ("vp9", WIDTH, HEIGHT, 20)
-        record = VideoRecord(
-            video_id=f"cls0/{name}",
-            path=str(tmp_path / name),
-            class_name="cls0",
-            label=0,
-            group=name,
-            split="test",
-            codec="vp9",
-            frames=probe.frames,
-            fps=25.0,
-            width=WIDTH,
-            height=HEIGHT,
+        records.append(
+            VideoRecord(
+                video_id=f"cls0/{name}",
+                path=str(tmp_path / name),
+                class_name="cls0",
+                label=0,
+                group=name,
+                split="test",
+                codec="vp9",
+                frames=probe.frames,
+                fps=25.0,
+                width=WIDTH,
+                height=HEIGHT,
+            )
         )
-        loader = make_clip_loader([record], spec, backend, batch_size=1)
-        (batch,) = list(loader)
-        assert loader.decode_stats.routes == route, loader.decode_stats.to_dict()
-        error = np.abs(np.asarray(batch.clips[0]).astype(int) - expected).mean(axis=(1, 2, 3))
-        assert error.max() < 4, (name, error)
+    for files, routes in ((records[:1], {"dali-cpu": 1}), (records[1:], {"pyav": 1, "dali-cpu": 1})):
+        loader = make_clip_loader(files, spec, backend, batch_size=1)
+        batches = list(loader)
+        assert loader.decode_stats.routes == routes, loader.decode_stats.to_dict()
+        assert loader.decode_stats.fallbacks == ({"dali-cpu->pyav (decode failed)": 1} if len(files) > 1 else {})
+        assert not loader.decode_stats.broken
+        for batch in batches:
+            error = np.abs(np.asarray(batch.clips[0]).astype(int) - expected).mean(axis=(1, 2, 3))
+            assert error.max() < 4, (batch.video_ids, error)
 
 
 @pytest.mark.gpu
