@@ -616,8 +616,8 @@ class ClipLoader:
         except DecodeError as exc:
             self._reject(video, str(exc))
             return []
-        # A file with more than one video stream can fail for reasons of its own (a still track
-        # first: DALI decodes the first stream), so it does not break the route for its codec.
+        # A file with more than one video stream can fail for reasons of its own (DALI's decoder
+        # fails on a file with a still track first), so it does not break the route for its codec.
         if failure is not None and video_stream_count(record.path) <= 1:
             self._health.file_failed(route, record.codec, failure)
         why = "decode failed" if failure is not None else f"{route} failed on {record.codec} earlier"
