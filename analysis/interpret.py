@@ -273,8 +273,7 @@ def _test_clips(
     run_dir: Path, meta: dict[str, Any], per_class: int, max_classes: int, backend: Backend
 ) -> list[TestClip]:
     """One centred clip (on the CPU) of each video :func:`pick_examples` chooses from the test split."""
-    known = set(DeepConfig.__dataclass_fields__)
-    config = DeepConfig(**{k: v for k, v in meta["config"].items() if k in known})
+    config = DeepConfig.from_saved(meta["config"])
     spec = replace(clip_specs(config)["test"], test_clips=1)
     records = records_in_split(read_videos_csv(RunPaths(run_dir).videos_csv), "test")
     chosen = pick_examples(records, per_class, max_classes)

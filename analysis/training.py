@@ -10,6 +10,7 @@ from typing import Any
 
 from analysis.names import human_name
 from core.schema import ModelResult
+from pipelines.video.clips import stride_text
 
 TORCHVISION_WEIGHTS = {
     "IMAGENET1K_V1": "torchvision IMAGENET1K_V1 (ImageNet-1k)",
@@ -81,7 +82,9 @@ def _sampling(model: str, config: Mapping[str, Any]) -> str:
     if model == "cnn2d":
         return "TSN segments (one frame from each of equal segments)"
     stride = config.get("stride")
-    return f"consecutive frames, stride {stride}" if stride is not None else "consecutive frames"
+    if stride is None:
+        return "consecutive frames"
+    return f"a window of {stride_text(int(stride), config.get('stride_fps'))}"
 
 
 def deep_training(result: ModelResult) -> DeepTraining:

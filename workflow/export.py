@@ -31,6 +31,7 @@ from models.deep.config import MODELS as DEEP_MODELS
 from models.deep.infer import TrainedNetwork, load_network
 from pipelines.data.records import read_videos_csv, records_in_split
 from pipelines.features.store import load_features
+from pipelines.video.clips import stride_text
 from pipelines.video.loader import make_clip_loader
 
 FORMATS = (*deep_export.FORMATS, "skops")
@@ -90,6 +91,11 @@ def _deep_sidecar(
 ) -> dict[str, Any]:
     clip = trained.clip
     shape = ["batch", *clips.shape[1:]]
+    spacing = (
+        "one per equal segment"
+        if clip.sampling == "segment"
+        else f"a window of {stride_text(clip.stride, clip.stride_fps)}"
+    )
     return {
         "model": trained.config.model,
         "format": fmt,
@@ -110,7 +116,7 @@ def _deep_sidecar(
         "clip": {**asdict(clip), "short_side": clip.short_side, "clips_per_video": clip.clips_per_video},
         "protocol": (
             f"{clip.clips_per_video} clips x 1 crop per video: {clip.frames} frames each "
-            f"({'one per equal segment' if clip.sampling == 'segment' else f'consecutive, stride {clip.stride}'}), "
+            f"({spacing}), "
             f"evenly spaced over the video; shorter side resized to {clip.short_side} px, centre {clip.size} px crop"
         ),
         "check": {"test_clips": int(len(clips)), "max_probability_difference": difference, "tolerance": TOLERANCE},

@@ -43,6 +43,7 @@ def clip_specs(config: DeepConfig) -> dict[str, Any]:
         frames=config.frames,
         size=config.size,
         stride=config.stride,
+        stride_fps=config.stride_fps,
         sampling="segment" if config.model == "cnn2d" else "window",
         layout=cnn2d.INPUT_LAYOUT if config.model == "cnn2d" else cnn3d.INPUT_LAYOUT,
         mean=mean,

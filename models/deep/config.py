@@ -12,6 +12,7 @@ from typing import Any
 
 from models.networks import cnn2d, cnn3d
 from pipelines.data.video_stream import FRAMES_DEFINITION
+from pipelines.video.clips import STRIDE_FPS
 from pipelines.video.decode import SHRINK_FILTER
 
 MODELS = ("cnn2d", "cnn3d")
@@ -54,6 +55,7 @@ class DeepConfig:
     frames: int = 16
     size: int = 112
     stride: int = 2
+    stride_fps: float | None = STRIDE_FPS  # the frame rate stride is counted at (None: each video's frames)
     weights: str = "default"  # the model's pretrained weights (IMAGENET1K_V1 / KINETICS400_V1), none, or a file
     freeze: str = "none"
     pooling: str = "avg"
@@ -93,6 +95,15 @@ class DeepConfig:
         if not all(0 < f <= 1 for f in self.learning_curve_fractions):
             raise ValueError("learning-curve fractions must be in (0, 1]")
         object.__setattr__(self, "learning_curve_fractions", tuple(float(f) for f in self.learning_curve_fractions))
+
+    @classmethod
+    def from_saved(cls, saved: Mapping[str, Any]) -> DeepConfig:
+        """The settings stored with a model, result or checkpoint (keys this version lacks are
+        ignored). Saved before ``stride_fps`` existed, the stride was in each video's frames."""
+        known = set(cls.__dataclass_fields__)
+        settings = {key: value for key, value in saved.items() if key in known}
+        settings.setdefault("stride_fps", None)
+        return cls(**settings)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings, and how the clips' frames are decoded (not settings: the filter they are

@@ -4,7 +4,7 @@ protocol, clip scores streamed batch by batch and averaged per video as the eval
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,7 @@ class TrainedNetwork:
 
 def saved_config(meta: dict[str, Any]) -> DeepConfig:
     """The :class:`DeepConfig` stored with a saved model (settings this version lacks are ignored)."""
-    known = {item.name for item in fields(DeepConfig)}
-    return DeepConfig(**{key: value for key, value in meta["config"].items() if key in known})
+    return DeepConfig.from_saved(meta["config"])
 
 
 def load_network(path: str | os.PathLike[str], device: torch.device) -> TrainedNetwork:

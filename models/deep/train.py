@@ -14,7 +14,7 @@ import json
 import os
 import pickle
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from models.deep.training import TrainOutcome, train_from_state
 from models.networks import cnn2d, cnn3d
 from pipelines.data.records import VideoRecord, index_fingerprint, read_videos_csv, records_in_split
 from pipelines.data.records import class_names as ordered_class_names
+from pipelines.video.clips import stride_text
 from pipelines.video.routes import DecodeStats, add_decode_counts
 
 
@@ -335,9 +336,10 @@ def _build_result(
         for video_id, label, probs in zip(test.video_ids, test.labels, test.probabilities, strict=True)
     ]
     dtype = amp_dtype(config, context.device)
-    sampling = (
-        "TSN segments (one frame per segment)" if config.model == "cnn2d" else f"windows (stride {config.stride})"
-    )
+    if config.model == "cnn2d":
+        sampling = "TSN segments (one frame per segment)"
+    else:
+        sampling = f"windows of {stride_text(config.stride, config.stride_fps)}"
     protocol = (
         f"{config.test_clips} clips x 1 crop: {config.test_clips} evenly spaced {config.frames}-frame clips per video "
         f"({sampling}), each a {config.size} px centre crop after resizing the shorter side; softmax probabilities "
@@ -420,8 +422,7 @@ def load_trained_model(
             f"{path} is not a model file of `deep` that loads without running code ({type(exc).__name__}); "
             "retrain it with `python cli.py deep --run RUN --model MODEL --force`"
         ) from exc
-    known = {f.name for f in fields(DeepConfig)}
-    config = DeepConfig(**{k: v for k, v in payload["config"].items() if k in known})
+    config = DeepConfig.from_saved(payload["config"])
     model = build_model(replace(config, weights="none"), len(payload["class_names"]))
     model.load_state_dict(payload["model"])
     model.to(device).eval()

@@ -247,6 +247,7 @@ def feature_clip_spec(spec: FeatureSpec, stride: int) -> Any:
         test_clips=1,
         layout="BTHWC",
         resize_short=spec.size,
+        stride_fps=None,  # the stride is chosen per video (feature_stride); frequencies use its fps
     )
 
 

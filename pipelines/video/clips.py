@@ -6,9 +6,13 @@ depend on batch composition, sharding or thread timing.
 
 Frame sampling
 --------------
-* ``"window"`` (3D CNNs): ``frames`` consecutive frames ``stride`` apart. Training: a random start.
+* ``"window"`` (3D CNNs): ``frames`` frames ``stride`` apart. Training: a random start.
   Evaluation: clip ``k`` of ``K`` starts at an evenly spaced position over the whole video
-  (``K = 1``: the centred window).
+  (``K = 1``: the centred window). The stride is counted at ``stride_fps`` (25 by default, UCF101's
+  rate): a video at another rate gets it scaled by its rate over that one, rounded frame by frame,
+  so every clip spans the same time (a 50 fps video: every 4th frame; 29.97 fps: 0, 2, 5, 7, 10, ...;
+  below ``stride_fps / stride`` a frame can repeat). Without ``stride_fps``, or for a video of
+  unknown rate, the stride is in the video's own frames.
 * ``"segment"`` (TSN, 2D CNNs): the video is cut into ``frames`` equal segments and one frame is
   taken from each. Training: a random frame per segment. Evaluation: clip ``k`` of ``K`` takes
   the frame at fraction ``(k + 0.5) / K`` of every segment (``K = 1``: segment centres).
@@ -38,6 +42,7 @@ BRIGHTNESS = 0.25  # multiplicative factor drawn from [1 - x, 1 + x]
 CONTRAST = 0.25
 SATURATION = 0.25
 EVAL_RESIZE_RATIO = 1.14  # eval resizes the short side to ~size * 1.14 (e.g. 128 for 112, 256 for 224)
+STRIDE_FPS = 25.0  # the frame rate a window's stride is counted at (see "Frame sampling")
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,8 @@ class ClipSpec:
     """Shape, sampling, augmentation mode, layout and normalisation of the clips a model sees.
 
     ``mean``/``std`` are in 0..1 units and come from the model's weights metadata; ``None``
-    (required for ``BTHWC``) yields raw uint8 pixels.
+    (required for ``BTHWC``) yields raw uint8 pixels. ``stride_fps``: the frame rate ``stride`` is
+    counted at (None: in each video's own frames; see "Frame sampling").
     """
 
     frames: int = 16
@@ -58,6 +64,7 @@ class ClipSpec:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     resize_short: int | None = None
+    stride_fps: float | None = STRIDE_FPS
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -70,6 +77,8 @@ class ClipSpec:
             raise ValueError(f"invalid clip spec: {self}")
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
+        if self.stride_fps is not None and not self.stride_fps > 0:
+            raise ValueError(f"stride_fps must be positive or None, got {self.stride_fps}")
         if self.resize_short is not None and self.resize_short < self.size:
             raise ValueError(f"resize_short {self.resize_short} is smaller than the crop size {self.size}")
 
@@ -108,13 +117,36 @@ def clip_rng(seed: int, epoch: int, video_index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(video_index)])
 
 
-def window_span(spec: ClipSpec) -> int:
-    """Number of source frames a window clip covers."""
-    return (spec.frames - 1) * spec.stride + 1
+def frame_step(spec: ClipSpec, fps: float) -> float:
+    """Frames between a window's samples in a video of ``fps`` frames per second: ``stride`` at
+    ``stride_fps``, scaled to the video's rate (``fps`` of 0 or less: unknown, ``stride``)."""
+    if spec.stride_fps is None or not fps > 0:
+        return float(spec.stride)
+    return spec.stride * fps / spec.stride_fps
 
 
-def _window(start: int, spec: ClipSpec, n_frames: int) -> np.ndarray:
-    return (start + np.arange(spec.frames, dtype=np.int64) * spec.stride) % n_frames
+def stride_text(stride: int, stride_fps: float | None) -> str:
+    """A window's frames and their spacing, for protocols, reports and model cards."""
+    if stride_fps is None:
+        return f"frames {stride} apart in each video"
+    return (
+        f"frames {stride / stride_fps * 1000:.0f} ms apart: stride {stride} at {stride_fps:g} fps, "
+        "scaled to each video's frame rate"
+    )
+
+
+def _offsets(spec: ClipSpec, fps: float) -> np.ndarray:
+    """Each window sample's frame offset from the window's first frame."""
+    return np.floor(np.arange(spec.frames) * frame_step(spec, fps) + 0.5).astype(np.int64)
+
+
+def window_span(spec: ClipSpec, *, fps: float) -> int:
+    """Number of source frames a window clip covers in a video of ``fps`` frames per second."""
+    return int(_offsets(spec, fps)[-1]) + 1
+
+
+def _window(start: int, spec: ClipSpec, n_frames: int, fps: float) -> np.ndarray:
+    return (start + _offsets(spec, fps)) % n_frames
 
 
 def _segment(offsets: np.ndarray, spec: ClipSpec, n_frames: int) -> np.ndarray:
@@ -124,8 +156,9 @@ def _segment(offsets: np.ndarray, spec: ClipSpec, n_frames: int) -> np.ndarray:
     return np.minimum(np.floor(positions).astype(np.int64), n_frames - 1)
 
 
-def eval_indices(n_frames: int, spec: ClipSpec, clip: int = 0) -> np.ndarray:
-    """Deterministic frame indices of clip ``clip`` (0..test_clips-1) of a video of ``n_frames``."""
+def eval_indices(n_frames: int, spec: ClipSpec, clip: int = 0, *, fps: float) -> np.ndarray:
+    """Deterministic frame indices of clip ``clip`` (0..test_clips-1) of a video of ``n_frames``
+    at ``fps`` frames per second (0: unknown)."""
     if n_frames < 1:
         raise ValueError("a video needs at least one frame")
     if not 0 <= clip < spec.test_clips:
@@ -133,19 +166,20 @@ def eval_indices(n_frames: int, spec: ClipSpec, clip: int = 0) -> np.ndarray:
     k, count = clip, spec.test_clips
     if spec.sampling == "segment":
         return _segment(np.full(spec.frames, (k + 0.5) / count), spec, n_frames)
-    free = max(n_frames - window_span(spec), 0)
+    free = max(n_frames - window_span(spec, fps=fps), 0)
     start = free // 2 if count == 1 else int(round(k * free / (count - 1)))
-    return _window(start, spec, n_frames)
+    return _window(start, spec, n_frames, fps)
 
 
-def train_indices(n_frames: int, spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
-    """Random frame indices of one training clip (window: random start; segment: TSN)."""
+def train_indices(n_frames: int, spec: ClipSpec, rng: np.random.Generator, *, fps: float) -> np.ndarray:
+    """Random frame indices of one training clip of a video of ``n_frames`` at ``fps`` frames per
+    second (window: random start; segment: TSN)."""
     if n_frames < 1:
         raise ValueError("a video needs at least one frame")
     if spec.sampling == "segment":
         return _segment(rng.random(spec.frames), spec, n_frames)
-    free = max(n_frames - window_span(spec), 0)
-    return _window(int(rng.integers(0, free + 1)), spec, n_frames)
+    free = max(n_frames - window_span(spec, fps=fps), 0)
+    return _window(int(rng.integers(0, free + 1)), spec, n_frames, fps)
 
 
 def draw_augmentation(rng: np.random.Generator, height: int, width: int) -> Augmentation:

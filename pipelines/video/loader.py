@@ -279,11 +279,12 @@ class ClipLoader:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, cores // self.num_threads)
 
-    def _sample(self, video: int, clip: int, n_frames: int) -> _Sample:
+    def _sample(self, video: int, clip: int) -> _Sample:
+        record = self.records[video]
         if self.spec.mode == "eval":
-            return eval_indices(n_frames, self.spec, clip), None
+            return eval_indices(record.frames, self.spec, clip, fps=record.fps), None
         rng = clip_rng(self.seed, self.epoch, video)
-        return train_indices(n_frames, self.spec, rng), rng
+        return train_indices(record.frames, self.spec, rng, fps=record.fps), rng
 
     def _arguments(
         self, rng: np.random.Generator | None, video: int, frame_size: tuple[int, int], resized: bool = False
@@ -316,7 +317,7 @@ class ClipLoader:
     def _prepare_video(self, video: int, clips: list[int]) -> dict[int, _ClipInput]:
         """Inputs for the given clips of one video (runs on the decode thread pool)."""
         record = self.records[video]
-        sampled = {clip: self._sample(video, clip, record.frames) for clip in clips}
+        sampled = {clip: self._sample(video, clip) for clip in clips}
         if self.cache is not None:
             return self._through_cache(video, sampled)
         height, width = record.height, record.width
@@ -610,7 +611,7 @@ class ClipLoader:
         route = key.partition("+")[0]
         video = items[0][0]
         record = self.records[video]
-        sampled = {clip: self._sample(video, clip, record.frames) for _, clip in items}
+        sampled = {clip: self._sample(video, clip) for _, clip in items}
         try:
             decoded = self._decode_with_pyav(video, sampled)
         except DecodeError as exc:

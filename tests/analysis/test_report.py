@@ -43,6 +43,7 @@ def _deep_config(model: str) -> dict:
         ],
     }  # fmt: skip
     if model == "cnn3d":
+        config["stride_fps"] = 25.0
         config["decode"] = {
             "routes": {"dali-cpu": 40, "pyav": 2}, "fallbacks": {}, "frames_decoded_per_clip": 17.5,
             "cache_hit_rate": None,
@@ -289,6 +290,7 @@ def test_the_report_says_what_was_trained(report: Path):
     trained = page[page.index("id='trained'") : page.index("id='performance'")]
     assert "from scratch" in trained and "8" in trained and "64 px" in trained and "48 px" in trained
     assert "TSN segments" in trained and "10 (best: epoch 7)" in trained and "2 per video" in trained
+    assert "a window of frames 40 ms apart: stride 1 at 25 fps, scaled to each video" in trained
     assert "dali-cpu: 40, pyav: 2; PyAV decoded 17.5 frames per clip" in trained  # how clips were decoded
     assert "cache hit rate" not in trained  # no cache used
     assert "C=1.0" in trained and "C in [0.1, 1.0, 10.0]" in trained  # chosen and grid

@@ -212,9 +212,9 @@ def reference_loader(records: list[VideoRecord], spec: ClipSpec, batch_size: int
             frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         capture.release()
         if spec.mode == "train":
-            indices = train_indices(len(frames), spec, clip_rng(seed, 0, video))
+            indices = train_indices(len(frames), spec, clip_rng(seed, 0, video), fps=record.fps)
         else:
-            indices = eval_indices(len(frames), spec)
+            indices = eval_indices(len(frames), spec, fps=record.fps)
         clip = torch.stack([per_frame(Image.fromarray(frames[i])) for i in indices])  # T, C, H, W
         return clip.permute(1, 0, 2, 3) if spec.layout == "BCTHW" else clip
 

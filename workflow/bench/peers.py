@@ -104,9 +104,9 @@ class PeerClips(Dataset):
     def __getitem__(self, video: int) -> torch.Tensor:
         record = self.records[video]
         if self.spec.mode == "eval":
-            indices = eval_indices(record.frames, self.spec)
+            indices = eval_indices(record.frames, self.spec, fps=record.fps)
         else:
-            indices = train_indices(record.frames, self.spec, clip_rng(self.seed, 0, video))
+            indices = train_indices(record.frames, self.spec, clip_rng(self.seed, 0, video), fps=record.fps)
         clip = self.transform(self.read(record.path, [int(i) for i in indices]))  # (T, C, H, W)
         return clip.permute(1, 0, 2, 3) if self.spec.layout == "BCTHW" else clip
 

@@ -69,3 +69,17 @@ def test_frames_decoded_otherwise_are_neither_continued_nor_reused(tmp_path, cap
     assert f"{changes}): training afresh" in capsys.readouterr().err
     assert config.changes_from(other) == [f"shrink_filter: 'AREA' -> '{SHRINK_FILTER}'"]  # a stored result: retrained
     assert DeepConfig(**{k: v for k, v in other.items() if k not in ("shrink_filter", "frames_definition")}) == config
+
+
+def test_settings_saved_before_stride_fps_keep_their_frame_stride():
+    """A model, result or checkpoint saved before strides were counted at ``stride_fps`` sampled every
+    ``stride``-th frame of each video: loaded, it still does; trained anew, it is not reused."""
+    from models.deep.build import clip_specs
+
+    config = PROFILES["tiny"].deep_config("cnn3d")
+    assert DeepConfig.from_saved({**config.to_dict(), "no_longer_a_setting": 1}) == config
+    older = {k: v for k, v in config.to_dict().items() if k != "stride_fps"}
+    loaded = DeepConfig.from_saved(older)
+    assert loaded.stride_fps is None and clip_specs(loaded)["test"].stride_fps is None
+    assert clip_specs(config)["test"].stride_fps == config.stride_fps == 25.0
+    assert config.changes_from(older) == ["stride_fps: None -> 25.0"]

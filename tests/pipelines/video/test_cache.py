@@ -64,7 +64,7 @@ def test_small_sources_are_cached_small_and_resized_by_the_pipeline(records: lis
     entry = ClipCache(tmp_path).entry(records[0].path, spec.short_side)
     # Evaluation stores the frames its clip reads, nothing else.
     assert entry is not None and entry.layout == FrameLayout("i420", 4, 48, 64)
-    np.testing.assert_array_equal(entry.numbers, eval_indices(10, spec))
+    np.testing.assert_array_equal(entry.numbers, eval_indices(10, spec, fps=25.0))
 
 
 def test_decode_frames_errors_and_short_tail(records: list[VideoRecord], tmp_path: Path) -> None:
@@ -89,7 +89,8 @@ def test_second_pass_reads_cache_and_yields_same_clips(records: list[VideoRecord
     # Shrunk to the clip short side (ceil(32 * 1.14) = 37), rounded up to even sides for I420: the
     # frames of both clips of each video (10 and 8 frames long) at 38x50 pixels and 1.5 bytes each,
     # plus headers and sidecars.
-    stored = sum(len(np.union1d(eval_indices(n, spec, 0), eval_indices(n, spec, 1))) for n in (10, 8))
+    clips = [(eval_indices(n, spec, 0, fps=25.0), eval_indices(n, spec, 1, fps=25.0)) for n in (10, 8)]
+    stored = sum(len(np.union1d(first, second)) for first, second in clips)
     assert stored * 38 * 50 * 3 // 2 <= size < stored * 38 * 50 * 3 // 2 + 4096
     warm = make_clip_loader(records, spec, backend, batch_size=3, cache_dir=cache_dir)
     second = np.concatenate([batch.clips for batch in warm])

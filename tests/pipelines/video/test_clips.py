@@ -14,7 +14,9 @@ from pipelines.video.clips import (
     draw_augmentation,
     epoch_order,
     eval_indices,
+    frame_step,
     shard_indices,
+    stride_text,
     train_indices,
     window_matrix,
     window_span,
@@ -34,47 +36,74 @@ def test_spec_defaults_and_validation() -> None:
 
 def test_eval_window_is_centred_consecutive_with_stride() -> None:
     spec = ClipSpec(frames=4, stride=2)
-    indices = eval_indices(100, spec)
+    indices = eval_indices(100, spec, fps=25.0)
     assert np.all(np.diff(indices) == 2)
-    span = window_span(spec)
+    span = window_span(spec, fps=25.0)
     assert indices[0] == (100 - span) // 2
-    np.testing.assert_array_equal(indices, eval_indices(100, spec))
+    np.testing.assert_array_equal(indices, eval_indices(100, spec, fps=25.0))
+
+
+def test_window_stride_is_counted_at_stride_fps_so_clips_span_the_same_time() -> None:
+    spec = ClipSpec(frames=16, stride=2)  # 80 ms between samples at the default 25 fps
+    assert spec.stride_fps == 25.0 and frame_step(spec, 25.0) == 2.0
+    offsets = {fps: eval_indices(600, spec, fps=fps) for fps in (25.0, 50.0, 30000 / 1001, 10.0)}
+    for fps, indices in offsets.items():
+        indices = indices - indices[0]
+        assert abs(indices[-1] / fps - 15 * 0.08) <= 0.5 / fps, (fps, indices)  # 1.2 s, to the nearest frame
+        assert np.all(np.abs(indices / fps - np.arange(16) * 0.08) <= 0.5 / fps + 1e-9), (fps, indices)
+    np.testing.assert_array_equal(offsets[50.0] - offsets[50.0][0], np.arange(16) * 4)
+    np.testing.assert_array_equal((offsets[30000 / 1001] - offsets[30000 / 1001][0])[:5], [0, 2, 5, 7, 10])
+    assert len(set(offsets[10.0].tolist())) < 16  # below 12.5 fps a frame repeats: the clip keeps its time span
+    np.testing.assert_array_equal(offsets[25.0], eval_indices(600, spec, fps=25.0 + 1e-7))
+    # A video of unknown rate, or a spec without stride_fps (the feature clips), counts frames.
+    np.testing.assert_array_equal(eval_indices(600, spec, fps=0.0), offsets[25.0])
+    frames_only = ClipSpec(frames=16, stride=2, stride_fps=None)
+    np.testing.assert_array_equal(np.diff(eval_indices(600, frames_only, fps=50.0)), np.full(15, 2))
+    assert window_span(spec, fps=50.0) == 61 and window_span(frames_only, fps=50.0) == 31
+    train = ClipSpec(frames=16, stride=2, mode="train")
+    drawn = train_indices(600, train, clip_rng(1, 0, 0), fps=50.0)
+    np.testing.assert_array_equal(drawn - drawn[0], np.arange(16) * 4)
+    assert (
+        stride_text(2, 25.0).startswith("frames 80 ms apart") and stride_text(2, None) == "frames 2 apart in each video"
+    )
+    with pytest.raises(ValueError, match="stride_fps"):
+        ClipSpec(stride_fps=0.0)
 
 
 def test_eval_clips_are_evenly_spaced_over_the_whole_video() -> None:
     spec = ClipSpec(frames=4, stride=2, test_clips=3)
-    starts = [eval_indices(100, spec, k)[0] for k in range(3)]
-    assert starts[0] == 0 and eval_indices(100, spec, 2)[-1] == 99
+    starts = [eval_indices(100, spec, k, fps=25.0)[0] for k in range(3)]
+    assert starts[0] == 0 and eval_indices(100, spec, 2, fps=25.0)[-1] == 99
     assert starts[1] - starts[0] == pytest.approx(starts[2] - starts[1], abs=1)
     with pytest.raises(ValueError):
-        eval_indices(100, spec, 3)
+        eval_indices(100, spec, 3, fps=25.0)
 
 
 def test_eval_segment_takes_segment_centres() -> None:
     spec = ClipSpec(frames=4, sampling="segment")
-    np.testing.assert_array_equal(eval_indices(40, spec), [5, 15, 25, 35])
+    np.testing.assert_array_equal(eval_indices(40, spec, fps=25.0), [5, 15, 25, 35])
     two = ClipSpec(frames=4, sampling="segment", test_clips=2)
-    np.testing.assert_array_equal(eval_indices(40, two, 0), [2, 12, 22, 32])
-    np.testing.assert_array_equal(eval_indices(40, two, 1), [7, 17, 27, 37])
+    np.testing.assert_array_equal(eval_indices(40, two, 0, fps=25.0), [2, 12, 22, 32])
+    np.testing.assert_array_equal(eval_indices(40, two, 1, fps=25.0), [7, 17, 27, 37])
 
 
 def test_short_videos_loop_windows_and_repeat_segments() -> None:
     window = ClipSpec(frames=8, stride=2)
-    np.testing.assert_array_equal(eval_indices(5, window), [0, 2, 4, 1, 3, 0, 2, 4])
+    np.testing.assert_array_equal(eval_indices(5, window, fps=25.0), [0, 2, 4, 1, 3, 0, 2, 4])
     segment = ClipSpec(frames=8, sampling="segment")
-    indices = eval_indices(3, segment)
+    indices = eval_indices(3, segment, fps=25.0)
     assert len(indices) == 8 and indices.min() == 0 and indices.max() == 2
     assert np.all(np.diff(indices) >= 0)
     rng = clip_rng(0, 0, 0)
-    assert train_indices(1, window, rng).tolist() == [0] * 8
+    assert train_indices(1, window, rng, fps=25.0).tolist() == [0] * 8
 
 
 @pytest.mark.parametrize("sampling", ["window", "segment"])
 def test_train_indices_reproducible_and_random(sampling: str) -> None:
     spec = ClipSpec(frames=8, stride=2, sampling=sampling, mode="train")
-    first = train_indices(120, spec, clip_rng(7, 0, 3))
-    np.testing.assert_array_equal(first, train_indices(120, spec, clip_rng(7, 0, 3)))
-    draws = {tuple(train_indices(120, spec, clip_rng(7, epoch, 3))) for epoch in range(6)}
+    first = train_indices(120, spec, clip_rng(7, 0, 3), fps=25.0)
+    np.testing.assert_array_equal(first, train_indices(120, spec, clip_rng(7, 0, 3), fps=25.0))
+    draws = {tuple(train_indices(120, spec, clip_rng(7, epoch, 3), fps=25.0)) for epoch in range(6)}
     assert len(draws) > 1
     assert first.min() >= 0 and first.max() < 120
     if sampling == "segment":

@@ -147,7 +147,7 @@ def test_normalisation_matches_weights_metadata(tmp_path: Path, backend, model: 
         value = colour.astype(np.float64)
     else:
         rng = clip_rng(5, 0, 0)
-        train_indices(8, spec, rng)
+        train_indices(8, spec, rng, fps=25.0)
         draw = draw_augmentation(rng, HEIGHT, WIDTH)
         b, c = draw.brightness, draw.contrast
         value = b * c * colour + 128 * b * (1 - c)
@@ -172,7 +172,7 @@ def test_augmentation_is_one_draw_per_clip(tmp_path: Path, backend) -> None:  # 
         assert np.abs(clip - clip[:1]).max() <= 2, "frames of one clip were augmented differently"
         video = int(video_id.split("q")[-1])
         rng = clip_rng(3, 0, video)
-        train_indices(10, spec, rng)
+        train_indices(10, spec, rng, fps=25.0)
         draw = draw_augmentation(rng, HEIGHT, WIDTH)
         x, y, w, h = draw.crop
         row, column = clip[0, 20, :, 0], clip[0, :, 20, 2]
@@ -232,11 +232,42 @@ def test_codecs_decode_to_the_source_frames(tmp_path: Path, backend, codec: str)
     spec = ClipSpec(frames=4, size=HEIGHT, resize_short=HEIGHT, stride=3, layout="BTHWC")
     (batch,) = list(make_clip_loader([record], spec, backend, batch_size=1))
     crop_x = (WIDTH - HEIGHT) // 2
-    indices = eval_indices(len(source), spec)
+    indices = eval_indices(len(source), spec, fps=25.0)
     np.testing.assert_array_equal(indices, [1, 4, 7, 10])
     expected = source[indices, :, crop_x : crop_x + HEIGHT].astype(int)
     error = np.abs(batch.clips[0].astype(int) - expected).mean(axis=(1, 2, 3))
     assert error.max() < 4, error  # neighbouring frames differ by more than 6 on average
+
+
+@pytest.mark.parametrize(("codec", "route"), [("vp9", "dali-cpu"), ("mpeg4", "pyav")])
+def test_clips_span_the_same_time_at_any_frame_rate(tmp_path: Path, backend, codec: str, route: str) -> None:  # type: ignore[no-untyped-def]
+    """The same 2.4 s scene (its grey level codes the time) filmed at 25, 50, 29.97 and 10 fps: the
+    frame rate comes from the file (as `prepare` probes it), and every rate's centred clip samples
+    the scene 80 ms apart (stride 2 at 25 fps), on the DALI and the PyAV route. Counting the stride
+    in frames would give 40 ms at 50 fps."""
+    seconds, low, high = 2.4, 30.0, 230.0
+    spec = ClipSpec(frames=16, size=32, resize_short=32, stride=2, layout="BTHWC")
+    for fps in (25.0, 50.0, 30000 / 1001, 10.0):
+        times = np.arange(int(round(seconds * fps))) / fps
+        levels = np.round(low + (high - low) * times / seconds).astype(np.uint8)
+        path = tmp_path / f"at{fps:.0f}{codec_extension(codec)}"
+        write_video(
+            path, np.repeat(levels[:, None, None, None], 32, axis=1).repeat(32, axis=2).repeat(3, axis=3), fps, codec
+        )
+        probe = probe_video(path)
+        assert probe.ok and abs(probe.fps - fps) < 1e-3
+        record = VideoRecord(
+            f"c/{path.stem}", str(path), "c", 0, path.stem, "test", codec, probe.frames, probe.fps, 32, 32
+        )
+        loader = make_clip_loader([record], spec, backend, batch_size=1)
+        (batch,) = list(loader)
+        assert loader.decode_stats.routes == {route: 1}
+        seen = (np.asarray(batch.clips[0]).reshape(16, -1).mean(axis=1) - low) / (high - low) * seconds
+        # Grey levels are rounded and lossy (about 1 level: 12 ms); samples land on the nearest frame.
+        tolerance = 0.5 / fps + 0.025
+        np.testing.assert_allclose(np.diff(seen), 0.08, atol=2 * tolerance, err_msg=f"{fps} fps")
+        assert abs(seen[-1] - seen[0] - 1.2) < tolerance, (fps, seen)
+        assert abs((seen[0] + seen[-1]) / 2 - seconds / 2) < 1 / fps + tolerance, (fps, seen)  # centred
 
 
 def dali_decode(path: str, indices: np.ndarray, device: str = "cpu") -> np.ndarray:
@@ -314,7 +345,7 @@ def test_dali_decodes_the_stream_that_was_probed(tmp_path: Path, backend) -> Non
     still_track_first(tmp_path / "main.webm", tmp_path / "still.mkv")
     spec = ClipSpec(frames=4, size=HEIGHT, resize_short=HEIGHT, stride=3, layout="BTHWC")
     crop_x = (WIDTH - HEIGHT) // 2
-    expected = source[eval_indices(len(source), spec), :, crop_x : crop_x + HEIGHT].astype(int)
+    expected = source[eval_indices(len(source), spec, fps=25.0), :, crop_x : crop_x + HEIGHT].astype(int)
     records = []
     for name in ("two.mkv", "still.mkv", "main.webm"):
         probe = probe_video(tmp_path / name)

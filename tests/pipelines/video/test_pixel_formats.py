@@ -72,7 +72,7 @@ def test_the_loader_gives_the_source_frames_in_every_pixel_format(tmp_path: Path
     assert (width - height) % 2 == 0  # a centre crop with whole-pixel borders
     spec = ClipSpec(frames=4, size=height, resize_short=height, stride=3, layout="BTHWC")
     x0 = (width - height) // 2
-    expected = source[eval_indices(len(source), spec), :, x0 : x0 + height].astype(int)
+    expected = source[eval_indices(len(source), spec, fps=25.0), :, x0 : x0 + height].astype(int)
     backend = resolve_backend("cpu")
     loader = make_clip_loader([record], spec, backend, batch_size=1)
     uncached = list(loader)
