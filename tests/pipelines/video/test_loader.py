@@ -315,7 +315,7 @@ def test_dali_cpu_decoder_seeks_to_the_exact_frames(tmp_path: Path) -> None:
     returns are those a sequential decode gives at the same numbers."""
     path = tmp_path / "v.webm"
     write_video(path, moving_frames(60, seed=3), 25, "vp9", options={"g": "12"})
-    indices = [37, 41, 50, 13, 58]
+    indices = [37, 41, 41, 50, 13, 58]  # a repeated frame (below 12.5 fps), a wrapped one (a looping video)
     assert_exact_frames(dali_decode(str(path), np.array(indices)), indices, decode_frames(path), 2)
 
 
@@ -379,11 +379,12 @@ def test_dali_decodes_the_stream_that_was_probed(tmp_path: Path, backend) -> Non
 @pytest.mark.gpu
 def test_nvdec_seeks_to_the_exact_frames_of_h264_with_b_frames(tmp_path: Path) -> None:
     """The GPU route: NVDEC on H.264 with B-frames and a keyframe every 12 frames gives the frames of
-    a sequential PyAV decode (NVDEC converts colour its own way: a looser tolerance)."""
+    a sequential PyAV decode (NVDEC converts colour its own way: a looser tolerance), also for a
+    repeated frame (a window of a video below 12.5 fps) and a wrapped one (a looping short video)."""
     resolve_backend("gpu")  # fails clearly if the GPU is unusable (the marker skips without one)
     path = tmp_path / "v.mp4"
     write_video(path, moving_frames(60, seed=4), 25, "h264", options={"g": "12", "bf": "3"})
-    indices = [37, 41, 50, 13, 58]
+    indices = [37, 41, 41, 50, 13, 58]
     assert_exact_frames(dali_decode(str(path), np.array(indices), device="mixed"), indices, decode_frames(path), 4)
 
 
