@@ -9,10 +9,12 @@ and featurises whole batches of the single-process batch order (batch ``b`` on r
 ``b % world_size``, one GPU per rank), and every rank gets all rows; rank 0 writes the file,
 identical to a single-process run.
 
-Each clip is ``spec.frames`` frames a fixed ``stride`` apart (:func:`feature_stride`: longer
-videos get a longer step, up to ``spec.max_stride``), centred in the video; videos are grouped by
-stride, one loader per group. Frequencies are in Hz (``fps / stride`` samples per second). The
-clip spans at most ``(frames - 1) * max_stride + 1`` frames whatever the video's length, and the
+Each clip is ``spec.frames`` frames a fixed ``stride`` apart (:func:`clip_stride`: longer
+videos get a longer step, up to ``spec.max_stride``, both counted in frames at 25 fps and converted
+to the nearest whole step of the video's frames, so a 50 fps video's clip spans the same time as a
+25 fps one's), centred in the video; videos are grouped by stride, one loader per group.
+Frequencies are in Hz (``fps / stride`` samples per second). The clip spans at most
+``(frames - 1) * max_stride + 1`` frames at 25 fps whatever the video's length, and the
 loader seeks to it (:func:`pipelines.video.decode.decode_at`, with the run's keyframe index), so a
 long video costs no more to featurise than a short one with the same keyframe spacing.
 
@@ -61,7 +63,7 @@ from pipelines.features.kernel import (
     feature_names,
     feature_stride,
 )
-from pipelines.video.clips import ClipSpec
+from pipelines.video.clips import STRIDE_FPS, ClipSpec
 from pipelines.video.decode import SHRINK_FILTER
 from pipelines.video.loader import make_clip_loader
 from pipelines.video.routes import DecodeStats
@@ -199,10 +201,11 @@ def stored_spec(path: str | os.PathLike[str]) -> FeatureSpec | None:
 
 def features_fingerprint(videos_csv: str | os.PathLike[str], spec: FeatureSpec) -> str:
     """What the matrix depends on: the index and its video files (:func:`~pipelines.data.records.index_fingerprint`;
-    a re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version, and
-    the filter that shrinks decoded frames and which packets are frames."""
+    a re-encoded file with the same videos.csv row counts as changed), the kernel settings and its version, the
+    frame rate strides are counted at (:func:`clip_stride`), and the filter that shrinks decoded frames and which
+    packets are frames."""
     index_id = index_fingerprint(read_videos_csv(videos_csv))
-    return fingerprint(index_id, spec.to_dict(), KERNEL_VERSION, SHRINK_FILTER, FRAMES_DEFINITION)
+    return fingerprint(index_id, spec.to_dict(), KERNEL_VERSION, STRIDE_FPS, SHRINK_FILTER, FRAMES_DEFINITION)
 
 
 def _existing_features(path: Path) -> FeatureSet | None:
@@ -247,8 +250,22 @@ def feature_clip_spec(spec: FeatureSpec, stride: int) -> Any:
         test_clips=1,
         layout="BTHWC",
         resize_short=spec.size,
-        stride_fps=None,  # the stride is chosen per video (feature_stride); frequencies use its fps
+        stride_fps=None,  # clip_stride gives it in the video's own frames: uniform steps
     )
+
+
+def clip_stride(record: VideoRecord, spec: FeatureSpec) -> int:
+    """The feature clip's step in ``record``'s frames: :func:`feature_stride` of the video's length in
+    frames at :data:`~pipelines.video.clips.STRIDE_FPS` (so the step and ``max_stride`` are spans of
+    time: 160 ms at most by default), scaled to the video's rate and rounded to a whole step, at most
+    what fits the video. Steps stay uniform (the motion time series evenly sampled at a known rate):
+    a 50 fps video steps 2x the frames of a 25 fps one, a 29.97 fps one 2 frames for 80 ms (67 ms)
+    and 5 for 160 ms. A video of unknown rate counts its own frames."""
+    if not record.fps > 0:
+        return feature_stride(record.frames, spec)
+    scale = record.fps / STRIDE_FPS
+    step = int(feature_stride(int(record.frames / scale), spec) * scale + 0.5)
+    return max(1, min(step, record.frames // spec.frames))
 
 
 def to_numpy(array: Any) -> np.ndarray:
@@ -304,7 +321,7 @@ def iter_feature_batches(
         keyframes = KeyframeIndexes(RunPaths(run_dir).keyframes_npz if run_dir is not None else None)
     by_stride: dict[int, list[VideoRecord]] = {}
     for record in records:
-        by_stride.setdefault(feature_stride(record.frames, spec), []).append(record)
+        by_stride.setdefault(clip_stride(record, spec), []).append(record)
     for stride, group in sorted(by_stride.items()):
         chunks = [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
         group = [record for chunk in chunks[rank::world_size] for record in chunk]
@@ -404,7 +421,7 @@ def extract_features(
             made = "with other settings (FeatureSpec)" if existing.spec != spec else "from another index"
             notice(
                 f"{paths.features_npz} was computed {made} than this run's (videos.csv rows or video files "
-                "changed since, or other settings): recomputing it"
+                "changed since, other settings, or an older version's clip sampling): recomputing it"
             )
 
     rows, skipped, stats = _feature_rows(records, backend, spec, run_dir, batch_size, progress, context)

@@ -12,7 +12,15 @@ from core.backend import resolve_backend
 from core.runfiles import read_rejected
 from pipelines.data.records import VideoRecord, read_videos_csv, write_videos_csv
 from pipelines.features.kernel import FeatureSpec, feature_groups, feature_names
-from pipelines.features.store import FeatureSet, extract_features, load_features, save_features, with_splits
+from pipelines.features.store import (
+    FeatureSet,
+    clip_stride,
+    extract_features,
+    iter_feature_batches,
+    load_features,
+    save_features,
+    with_splits,
+)
 from pipelines.video.codecs import codec_extension, write_video
 
 SPEC = FeatureSpec(frames=12, size=32)
@@ -225,3 +233,47 @@ def test_an_unreadable_features_file_is_set_aside_and_recomputed(tmp_path, capsy
     assert (run_dir / "features.npz.corrupt").read_bytes() == (b"" if damage == "empty" else data[: len(data) // 2])
     np.testing.assert_array_equal(again.X, first.X)
     np.testing.assert_array_equal(load_features(npz).X, first.X)
+
+
+def test_a_scene_filmed_at_50_fps_gets_the_features_of_25_fps(tmp_path):
+    """A bar swinging at 0.8 Hz, filmed at 25 and at 50 fps: the 50 fps clip steps twice the frames,
+    so its samples are the same instants and its motion, frequency and appearance features match
+    the 25 fps ones (stepping the same frames would halve the motion between samples)."""
+    seconds = 3.84
+    records = []
+    for fps in (25.0, 50.0):
+        frames = int(round(seconds * fps))
+        clip = np.full((frames, 48, 64, 3), 50, np.uint8)
+        clip[:, 30:, :] = (60, 120, 60)
+        for t in range(frames):
+            offset = int(round(12 * np.sin(2 * np.pi * 0.8 * t / fps)))
+            clip[t, 14:34, 27 + offset : 37 + offset] = (230, 70, 40)
+        path = tmp_path / f"swing{fps:.0f}.avi"
+        write_video(path, clip, fps, "mpeg4")
+        records.append(
+            VideoRecord(f"c/{path.stem}", str(path), "c", 0, path.stem, "test", "mpeg4", frames, fps, 64, 48)
+        )
+    assert [clip_stride(record, SPEC) for record in records] == [4, 8]  # 160 ms, SPEC's max_stride at 25 fps
+    batches = list(iter_feature_batches(records, resolve_backend("cpu"), SPEC, batch_size=1))
+    rows = {batch.video_ids[0]: (batch.features[0], batch.sample_rate[0]) for batch in batches}
+    (at25, rate25), (at50, rate50) = rows["c/swing25"], rows["c/swing50"]
+    assert rate25 == rate50 == 6.25
+    groups = np.array(feature_groups(SPEC))
+    # Relative L1 distance of the group's columns: 0.15 (motion) and 0.19 (temporal) measured, the
+    # instants differing by up to half a 50 fps frame; stepping 4 frames at 50 fps gave 0.37 and 0.62.
+    for group, bound in (("motion", 0.2), ("temporal", 0.3)):
+        picked = groups == group
+        difference = np.abs(at50[picked] - at25[picked]).sum() / np.abs(at25[picked]).sum()
+        assert difference < bound, (group, difference)
+
+
+def test_clip_stride_is_a_span_of_time_in_whole_frames():
+    spec = FeatureSpec()  # 32 frames, steps of at most 4 frames at 25 fps (160 ms)
+
+    def stride(frames: int, fps: float) -> int:
+        return clip_stride(VideoRecord("c/v", "v.avi", "c", 0, "g", "test", "mpeg4", frames, fps, 64, 48), spec)
+
+    assert [stride(1000, 25.0), stride(2000, 50.0), stride(1000, 30000 / 1001), stride(1000, 10.0)] == [4, 8, 5, 2]
+    assert stride(80, 30000 / 1001) == 2  # 67 frames at 25 fps: 80 ms, the nearest whole step is 2 frames
+    assert stride(120, 30.0) == 3  # 100 frames at 25 fps step 3 (120 ms): 4 frames would not fit 120
+    assert stride(1000, 0.0) == 4 and stride(10, 25.0) == 1  # unknown rate: its own frames; a short video
