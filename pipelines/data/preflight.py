@@ -9,6 +9,11 @@ first shown frame of a stream cut mid-GOP (:mod:`pipelines.data.video_stream`). 
 and the last group of pictures are decoded, so a check costs a demux pass plus a few frames. The
 same demux pass gives the video's keyframe index (:mod:`pipelines.data.keyframes`).
 
+Frame rate: the header's, unless the shown frames' timestamps say otherwise by more than
+:data:`RATE_TOLERANCE` (a variable-rate phone video, a header that lies): then the timestamps'
+average. Clips step through a video by time at this rate (:mod:`pipelines.video.clips`), so a
+wrong header would silently stretch or squeeze every clip.
+
 Rotation: a phone video stores its frames sideways plus a display matrix that players apply. PyAV
 and DALI's CPU decoder return the stored, unrotated frames (checked; DALI's NVDEC route was not
 checked on a GPU), and a fix would have to act identically in every decode route, so such a file
@@ -23,6 +28,7 @@ import shlex
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -65,6 +71,8 @@ _CONTAINER_MAGIC = (
 # Headers are approximate: a file may miss max(1 frame, 2 %) of what its header announces
 # before it counts as truncated.
 _MISSING_FRAMES_TOLERANCE = 0.02
+# The header's frame rate stands unless the timestamps' average differs by more than this fraction.
+RATE_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,15 @@ def display_rotation(first_frame: av.VideoFrame) -> int:
     """Degrees (0..359) a player rotates the frames by: the display matrix (MP4/MOV ``tkhd``, Matroska
     projection) that FFmpeg attaches to decoded frames; 0 when there is none."""
     return round(first_frame.rotation or 0) % 360
+
+
+def timestamp_rate(index: KeyframeIndex | None, time_base: Fraction | None) -> float | None:
+    """Frames per second from the shown frames' timestamps (their average over the video), or None
+    without an index, a time base or two distinct timestamps."""
+    if index is None or time_base is None or index.frames < 2:
+        return None
+    seconds = float((int(index.pts[-1]) - int(index.pts[0])) * time_base)
+    return (index.frames - 1) / seconds if seconds > 0 else None
 
 
 def _check_rotation(path: Path, first_frame: av.VideoFrame) -> None:
@@ -242,6 +259,10 @@ def _probe(path: Path) -> ProbeResult:
             detail = f" ({last_error})" if last_error else ""
             raise _Reject(TRUNCATED, f"the first frame decodes, the last does not{detail}")
 
+        keyframes = index_from_packets(*shown.timestamps())
+        measured = timestamp_rate(keyframes, stream.time_base)
+        if measured is not None and not abs(measured - fps) <= RATE_TOLERANCE * measured:
+            fps = measured
         if fps <= 0 and span:
             fps = shown.frames / span
         if fps <= 0:
@@ -254,7 +275,7 @@ def _probe(path: Path) -> ProbeResult:
             fps=round(fps, 6),
             width=first.width,
             height=first.height,
-            keyframes=index_from_packets(*shown.timestamps()),
+            keyframes=keyframes,
         )
 
 

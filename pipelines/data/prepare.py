@@ -63,7 +63,9 @@ STAGE = "prepare"
 # the UCF101 group, of byte-identical files the UCF101-named one is kept (runs made before could hold
 # a group of one that leaks its actor; a clean dataset gets the same videos.csv again); official
 # splits name their unlisted files in rejected.csv and their list entries with no file in run.json.
-PREPARE_VERSION = 5
+# 6: a header frame rate that the timestamps contradict (variable-rate video, a lying header) is
+# replaced by the timestamps' average: clips now step by time (a clean CFR dataset keeps its videos.csv).
+PREPARE_VERSION = 6
 
 
 class NoUsableVideoError(DatasetError):

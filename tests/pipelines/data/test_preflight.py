@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -195,3 +196,34 @@ def test_a_transport_stream_whose_clock_wrapped_is_not_truncated(tmp_path: Path)
     result = probe_video(wrapped)
     assert result.ok, result.reason
     assert result.frames == 50
+
+
+def timed_video(path: Path, seconds: list[float], container_format: str, rate: Fraction) -> Path:
+    """An H.264 video whose frame i is shown at ``seconds[i]``, with ``rate`` as the stream's nominal rate."""
+    with av.open(str(path), "w", format=container_format) as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 90000)
+        for i, t in enumerate(seconds):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 3) % 255, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(round(t * 90000)), Fraction(1, 90000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("container_format", ["matroska", "mp4"])
+def test_the_frame_rate_is_the_timestamps_when_the_header_disagrees(tmp_path: Path, container_format: str) -> None:
+    """Clips step by time at the probed rate: a variable-rate video (2 s at 30 fps, then 2 s at 15 fps) and a
+    15 fps video whose header says 30 get their timestamps' average; a 29.97 fps video keeps its exact header rate."""
+    variable = [i / 30 for i in range(60)] + [2 + i / 15 for i in range(30)]
+    uniform = [i / 15 for i in range(45)]
+    ntsc = [i * 1001 / 30000 for i in range(45)]
+    cases = [(variable, 30, 89 / variable[-1]), (uniform, 30, 15.0), (ntsc, Fraction(30000, 1001), 30000 / 1001)]
+    for number, (seconds, header, expected) in enumerate(cases):
+        path = timed_video(tmp_path / f"v{number}.{container_format[:3]}", seconds, container_format, Fraction(header))
+        probe = probe_video(path)
+        assert probe.ok and probe.frames == len(seconds), probe.reason
+        assert probe.fps == pytest.approx(expected, rel=1e-3), (number, probe.fps)  # Matroska: whole ms
