@@ -36,7 +36,7 @@ import numpy as np
 from analysis.names import MODEL_ORDER
 from analysis.results import load_results, rank_by_macro_f1
 from core.backend import Backend, resolve_backend
-from core.console import progress_bar
+from core.console import notice, progress_bar
 from core.runfiles import RunPaths, atomic_path
 from models.classical.estimators import ClassicalModel
 from models.classical.persist import load_classical_model, model_file
@@ -48,7 +48,7 @@ from pipelines.data.dataset import VIDEO_EXTENSIONS, is_video_file
 from pipelines.data.preflight import ProbeResult, preflight
 from pipelines.data.records import VideoRecord
 from pipelines.features.kernel import FeatureSpec, feature_names
-from pipelines.features.store import iter_feature_batches, load_features, to_numpy
+from pipelines.features.store import features_fingerprint, iter_feature_batches, load_features, to_numpy
 from pipelines.video.loader import RejectedVideo, make_clip_loader
 
 BEST = "best"
@@ -256,6 +256,12 @@ def _classical(name: str, run_dir: Path, backend: Backend, batch_size: int | Non
     if features.spec is None:
         raise ValueError(f"{RunPaths(run_dir).features_npz} does not say how it was computed (no FeatureSpec); "
                          f"rerun `python cli.py features --run {run_dir} --force`")  # fmt: skip
+    if features.fingerprint != features_fingerprint(RunPaths(run_dir).videos_csv, features.spec):
+        notice(
+            f"{RunPaths(run_dir).features_npz} was made from another index or by an older version of the feature "
+            f"code: {name} learnt from those features, and the videos here get this version's; to predict as it "
+            f"was trained, rerun `python cli.py features --run {run_dir}` and `python cli.py classical --run {run_dir}`"
+        )
     model = load_classical_model(model_file(RunPaths(run_dir).models_dir, name))
     expected = len(feature_names(features.spec))
     if getattr(model, "n_features_in_", expected) != expected:

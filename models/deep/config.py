@@ -115,12 +115,19 @@ class DeepConfig:
         data["frames_definition"] = FRAMES_DEFINITION
         return data
 
+    @property
+    def unused_settings(self) -> frozenset[str]:
+        """Settings this model's clips do not depend on, left out of every comparison: the 2D CNN's
+        TSN segments ignore ``stride_fps``, so its results from before that setting stay current."""
+        return frozenset({"stride_fps"}) if self.model == "cnn2d" else frozenset()
+
     def changes_from(self, saved: Mapping[str, Any], ignore: frozenset[str] = NOT_IN_MODEL) -> list[str]:
-        """``"name: saved -> current"`` for every setting, outside ``ignore``, that differs from
-        ``saved`` (the settings stored in a result or checkpoint)."""
+        """``"name: saved -> current"`` for every setting, outside ``ignore`` and
+        :attr:`unused_settings`, that differs from ``saved`` (the settings stored in a result or
+        checkpoint)."""
         current = self.to_dict()
         return [
             f"{name}: {saved.get(name)!r} -> {value!r}"
             for name, value in current.items()
-            if name not in ignore and saved.get(name) != value
+            if name not in ignore | self.unused_settings and saved.get(name) != value
         ]

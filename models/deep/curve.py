@@ -72,7 +72,8 @@ def curve_fingerprint(
     """Identity of everything a learning-curve point depends on except its fraction and seed: the
     training settings, the initial weights, the run's index (videos.csv rows) and its video files.
     The list of fractions is left out, so adding a fraction keeps the points already trained."""
-    settings = {k: v for k, v in curve_config(config).to_dict().items() if k not in NOT_IN_FINGERPRINT}
+    left_out = NOT_IN_FINGERPRINT | config.unused_settings
+    settings = {k: v for k, v in curve_config(config).to_dict().items() if k not in left_out}
     settings.pop("seed")  # part of each point's key
     return fingerprint(CURVE_POINT_FORMAT, settings, _state_digest(initial_state), index_fingerprint(records))
 

@@ -11,7 +11,7 @@ same demux pass gives the video's keyframe index (:mod:`pipelines.data.keyframes
 
 Frame rate: the header's, unless the shown frames' timestamps say otherwise by more than
 :data:`RATE_TOLERANCE` (a variable-rate phone video, a header that lies): then the timestamps'
-average. Clips step through a video by time at this rate (:mod:`pipelines.video.clips`), so a
+(:func:`timestamp_rate`). Clips step through a video by time at this rate (:mod:`pipelines.video.clips`), so a
 wrong header would silently stretch or squeeze every clip.
 
 Rotation: a phone video stores its frames sideways plus a display matrix that players apply. PyAV
@@ -32,6 +32,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from core.console import progress_bar
 from pipelines.data.keyframes import KeyframeIndex, index_from_packets
@@ -73,6 +74,7 @@ _CONTAINER_MAGIC = (
 _MISSING_FRAMES_TOLERANCE = 0.02
 # The header's frame rate stands unless the timestamps' average differs by more than this fraction.
 RATE_TOLERANCE = 0.01
+RATE_TRIM = 5  # percent of the gaps between frames left out at each end (see timestamp_rate)
 
 
 @dataclass(frozen=True)
@@ -158,12 +160,17 @@ def display_rotation(first_frame: av.VideoFrame) -> int:
 
 
 def timestamp_rate(index: KeyframeIndex | None, time_base: Fraction | None) -> float | None:
-    """Frames per second from the shown frames' timestamps (their average over the video), or None
-    without an index, a time base or two distinct timestamps."""
+    """Frames per second from the shown frames' timestamps, or None without an index or a time base.
+
+    The mean gap between consecutive frames, leaving out the longest and shortest 5 % of the gaps: a
+    held last frame or a pause in a recording is one long gap, which must not slow the whole video
+    down (a 10 s hold after 3 s at 30 fps would otherwise read as 8.9 fps)."""
     if index is None or time_base is None or index.frames < 2:
         return None
-    seconds = float((int(index.pts[-1]) - int(index.pts[0])) * time_base)
-    return (index.frames - 1) / seconds if seconds > 0 else None
+    gaps = np.sort(np.diff(index.pts))
+    trim = len(gaps) * RATE_TRIM // 100
+    seconds = float(gaps[trim : len(gaps) - trim].mean() * time_base)
+    return 1 / seconds if seconds > 0 else None
 
 
 def _check_rotation(path: Path, first_frame: av.VideoFrame) -> None:

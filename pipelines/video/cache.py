@@ -7,9 +7,9 @@ limited-range 4:2:0, else RGB; shrunk so the shorter side is the clip's short si
 enlarged), as the last bytes of an ``.npy`` file, with a JSON sidecar: the source's signature
 (resolved path, size, mtime), the frames file's size, the layout and which frame numbers are
 stored. Which frames the loader stores (:func:`frames_to_store`): what evaluation reads (its clips
-are the same every epoch), and for training the whole video, or a window of at most
-:data:`MAX_VIDEO_FRAMES` frames around the first clip of a longer one (later clips inside it are
-hits, others are decoded from the source by seeking).
+are the same every epoch), and for training the whole video, or a window of
+:data:`MAX_VIDEO_SECONDS` around the first clip of a longer one (later clips inside it are hits,
+others are decoded from the source by seeking).
 
 Reads take only the sampled frames (:meth:`CachedVideo.read`, one ``pread`` per frame). An entry
 whose source changed is a miss and is overwritten; writes are atomic (``runfiles.atomic_path``);
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import threading
@@ -46,25 +47,32 @@ from pipelines.video.decode import MISSING_TAIL_TOLERANCE, DecodedFrames, FrameL
 # decoder shows them (video_stream.FRAMES_DEFINITION 2).
 CACHE_FORMAT = 5
 PIXEL_FORMATS = ("i420", "rgb24")
-MAX_VIDEO_FRAMES = 300  # the most frames stored per video (12 s at 25 fps)
+MAX_VIDEO_SECONDS = 12.0  # the longest stretch of a training video stored (clips span time: clips.STRIDE_FPS)
+MAX_VIDEO_FRAMES = 300  # ... in frames, for a video of unknown frame rate (12 s at 25 fps)
 DEFAULT_DISK_FRACTION = 0.25  # default limit: this fraction of the disk space free for the cache
 EVICT_TO = 0.9  # evictions bring the cache down to this fraction of its limit
 
 __all__ = ["CACHE_FORMAT", "CachedVideo", "ClipCache", "FrameLayout", "default_max_bytes", "frames_to_store"]
 
 
-def frames_to_store(wanted: np.ndarray, video_frames: int, mode: str) -> np.ndarray:
+def window_frames(fps: float) -> int:
+    """Frames in :data:`MAX_VIDEO_SECONDS` of a video at ``fps`` (unknown: :data:`MAX_VIDEO_FRAMES`)."""
+    return max(1, int(MAX_VIDEO_SECONDS * fps + 0.5)) if math.isfinite(fps) and fps > 0 else MAX_VIDEO_FRAMES
+
+
+def frames_to_store(wanted: np.ndarray, video_frames: int, mode: str, *, fps: float) -> np.ndarray:
     """The frame numbers to cache after a miss that needed ``wanted`` (sorted) of a video of
-    ``video_frames`` frames: in "eval" mode those frames (every epoch reads the same ones); in
-    "train" mode every frame, or for a longer video the :data:`MAX_VIDEO_FRAMES` frames centred on
-    the wanted ones (clamped to the video), which later random clips may fall into."""
+    ``video_frames`` frames at ``fps``: in "eval" mode those frames (every epoch reads the same ones);
+    in "train" mode every frame, or for a longer video the :func:`window_frames` centred on the
+    wanted ones (clamped to the video), which later random clips may fall into."""
     if mode == "eval":
         return wanted
-    if video_frames <= MAX_VIDEO_FRAMES:
+    length = window_frames(fps)
+    if video_frames <= length:
         return np.arange(video_frames, dtype=np.int64)
     centre = (int(wanted[0]) + int(wanted[-1])) // 2
-    start = min(max(centre - MAX_VIDEO_FRAMES // 2, 0), video_frames - MAX_VIDEO_FRAMES)
-    window = np.arange(start, start + MAX_VIDEO_FRAMES, dtype=np.int64)
+    start = min(max(centre - length // 2, 0), video_frames - length)
+    window = np.arange(start, start + length, dtype=np.int64)
     return np.union1d(window, wanted)  # a clip longer than the window is still stored whole
 
 

@@ -119,8 +119,8 @@ def clip_rng(seed: int, epoch: int, video_index: int) -> np.random.Generator:
 
 def frame_step(spec: ClipSpec, fps: float) -> float:
     """Frames between a window's samples in a video of ``fps`` frames per second: ``stride`` at
-    ``stride_fps``, scaled to the video's rate (``fps`` of 0 or less: unknown, ``stride``)."""
-    if spec.stride_fps is None or not fps > 0:
+    ``stride_fps``, scaled to the video's rate (``fps`` not a positive number: unknown, ``stride``)."""
+    if spec.stride_fps is None or not (math.isfinite(fps) and fps > 0):
         return float(spec.stride)
     return spec.stride * fps / spec.stride_fps
 
@@ -131,7 +131,7 @@ def stride_text(stride: int, stride_fps: float | None) -> str:
         return f"frames {stride} apart in each video"
     return (
         f"frames {stride / stride_fps * 1000:.0f} ms apart: stride {stride} at {stride_fps:g} fps, "
-        "scaled to each video's frame rate"
+        "scaled to each video's frame rate and rounded to the nearest frame"
     )
 
 

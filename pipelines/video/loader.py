@@ -389,7 +389,9 @@ class ClipLoader:
                 return inputs
         with self._counts:
             self.cache_misses += 1
-        decoded = self._decode(video, frames_to_store(wanted, record.frames, self.spec.mode), len(sampled))
+        decoded = self._decode(
+            video, frames_to_store(wanted, record.frames, self.spec.mode, fps=record.fps), len(sampled)
+        )
         self.cache.store(record.path, self.spec.short_side, decoded)
         return self._clips_from(decoded, video, sampled)
 

@@ -149,3 +149,21 @@ def test_bench_predict_writes_videos_per_second(trained_run: Path, tmp_path: Pat
     for row in report["models"]:
         assert row["videos"] == row["classified"] == n_test and len(row["videos_per_second"]) == 1
         assert row["videos_per_second"][0] > 0 and row["evaluation_videos_per_second"] > 0
+
+
+def test_a_classical_model_on_features_of_older_code_predicts_with_a_warning(trained_run: Path, tmp_path: Path) -> None:
+    """A run whose features.npz no longer matches this version's feature code (or its index): the model
+    learnt from those features, new videos get this version's, and `predict` says so with the fix."""
+    from pipelines.features.store import load_features, save_features
+
+    videos = list(_test_videos(trained_run))[:2]
+    output, _ = _predict(trained_run, tmp_path / "current.csv", "--model", "logreg", *videos)
+    assert "older version of the feature code" not in output
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("cache"))
+    features = load_features(run / "features.npz")
+    features.fingerprint = "made-by-an-older-version"
+    save_features(run / "features.npz", features)
+    output, rows = _predict(run, tmp_path / "older.csv", "--model", "logreg", *videos)
+    assert "older version of the feature code" in output and f"python cli.py features --run {run}" in output
+    assert [row["error"] for row in rows] == ["", ""]

@@ -83,3 +83,25 @@ def test_settings_saved_before_stride_fps_keep_their_frame_stride():
     assert loaded.stride_fps is None and clip_specs(loaded)["test"].stride_fps is None
     assert clip_specs(config)["test"].stride_fps == config.stride_fps == 25.0
     assert config.changes_from(older) == ["stride_fps: None -> 25.0"]
+
+
+def test_the_2d_cnn_ignores_stride_fps_so_its_older_results_stay_current():
+    """TSN segments do not depend on the window stride's frame rate: a ResNet-18 result, checkpoint or
+    learning-curve point saved before stride_fps existed is still current; R3D-18's are not."""
+    from dataclasses import replace
+
+    import torch
+
+    from models.deep.curve import curve_fingerprint
+    from pipelines.data.records import VideoRecord
+
+    records = [VideoRecord("c/v", "v.avi", "c", 0, "g", "train", "mpeg4", 20, 25.0, 64, 48)]
+    state = {"w": torch.zeros(2)}
+
+    def point_id(config):
+        return curve_fingerprint(config, records, state)
+
+    segments, window = PROFILES["tiny"].deep_config("cnn2d"), PROFILES["tiny"].deep_config("cnn3d")
+    assert segments.changes_from({k: v for k, v in segments.to_dict().items() if k != "stride_fps"}) == []
+    assert point_id(segments) == point_id(replace(segments, stride_fps=None))
+    assert point_id(window) != point_id(replace(window, stride_fps=None))

@@ -216,14 +216,21 @@ def timed_video(path: Path, seconds: list[float], container_format: str, rate: F
 
 @pytest.mark.parametrize("container_format", ["matroska", "mp4"])
 def test_the_frame_rate_is_the_timestamps_when_the_header_disagrees(tmp_path: Path, container_format: str) -> None:
-    """Clips step by time at the probed rate: a variable-rate video (2 s at 30 fps, then 2 s at 15 fps) and a
-    15 fps video whose header says 30 get their timestamps' average; a 29.97 fps video keeps its exact header rate."""
-    variable = [i / 30 for i in range(60)] + [2 + i / 15 for i in range(30)]
-    uniform = [i / 15 for i in range(45)]
-    ntsc = [i * 1001 / 30000 for i in range(45)]
-    cases = [(variable, 30, 89 / variable[-1]), (uniform, 30, 15.0), (ntsc, Fraction(30000, 1001), 30000 / 1001)]
-    for number, (seconds, header, expected) in enumerate(cases):
+    """Clips step by time at the probed rate. A variable-rate video (2 s at 30 fps, then 2 s at 15 fps) gets its
+    timestamps' rate (the mean gap between frames: 23 fps), so does a 15 fps video whose header says 30; a 29.97 fps
+    video keeps its exact header rate, and so does a 30 fps video with a held last frame or a pause (one long gap)."""
+    at_30 = [i / 30 for i in range(60)]
+    cases = {
+        "variable": (at_30 + [2 + i / 15 for i in range(30)], 30, 23.0),
+        "lying header": ([i / 15 for i in range(45)], 30, 15.0),
+        "ntsc": ([i * 1001 / 30000 for i in range(45)], Fraction(30000, 1001), 30000 / 1001),
+        "held last frame": (at_30 + [12.0], 30, 30.0),
+        "pause": (at_30[:30] + [t + 1 for t in at_30[30:]], 30, 30.0),
+    }
+    for number, (name, (seconds, header, expected)) in enumerate(cases.items()):
         path = timed_video(tmp_path / f"v{number}.{container_format[:3]}", seconds, container_format, Fraction(header))
         probe = probe_video(path)
         assert probe.ok and probe.frames == len(seconds), probe.reason
-        assert probe.fps == pytest.approx(expected, rel=1e-3), (number, probe.fps)  # Matroska: whole ms
+        assert probe.fps == pytest.approx(expected, rel=0.01), (name, probe.fps)
+        if expected in (30.0, 30000 / 1001):
+            assert probe.fps == round(float(header), 6), (name, probe.fps)  # the header's value, exactly

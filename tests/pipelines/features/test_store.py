@@ -276,4 +276,5 @@ def test_clip_stride_is_a_span_of_time_in_whole_frames():
     assert [stride(1000, 25.0), stride(2000, 50.0), stride(1000, 30000 / 1001), stride(1000, 10.0)] == [4, 8, 5, 2]
     assert stride(80, 30000 / 1001) == 2  # 67 frames at 25 fps: 80 ms, the nearest whole step is 2 frames
     assert stride(120, 30.0) == 3  # 100 frames at 25 fps step 3 (120 ms): 4 frames would not fit 120
-    assert stride(1000, 0.0) == 4 and stride(10, 25.0) == 1  # unknown rate: its own frames; a short video
+    assert stride(1000, 0.0) == stride(1000, float("inf")) == 4  # unknown rate: its own frames
+    assert stride(10, 25.0) == 1  # a short video

@@ -206,14 +206,18 @@ def test_a_damaged_entry_is_decoded_again(records: list[VideoRecord], tmp_path: 
 
 def test_frames_to_store() -> None:
     wanted = np.array([40, 42, 44])
-    np.testing.assert_array_equal(frames_to_store(wanted, 100, "eval"), wanted)
-    np.testing.assert_array_equal(frames_to_store(wanted, 100, "train"), np.arange(100))
+    np.testing.assert_array_equal(frames_to_store(wanted, 100, "eval", fps=25.0), wanted)
+    np.testing.assert_array_equal(frames_to_store(wanted, 100, "train", fps=25.0), np.arange(100))
     long = 4 * MAX_VIDEO_FRAMES
-    window = frames_to_store(np.array([2000, 2010]) % long, long, "train")
+    window = frames_to_store(np.array([2000, 2010]) % long, long, "train", fps=25.0)
     assert len(window) == MAX_VIDEO_FRAMES and window[0] <= 2000 % long and window[-1] >= 2010 % long
     np.testing.assert_array_equal(np.diff(window), 1)
-    end = frames_to_store(np.array([long - 3, long - 1]), long, "train")  # clamped to the video
+    end = frames_to_store(np.array([long - 3, long - 1]), long, "train", fps=25.0)  # clamped to the video
     assert end[-1] == long - 1 and len(end) == MAX_VIDEO_FRAMES
+    # The window is a span of time, as clips are: 12 s at any frame rate (unknown rate: 300 frames).
+    assert len(frames_to_store(np.array([2000]), 5000, "train", fps=60.0)) == 720
+    assert len(frames_to_store(np.array([2000]), 5000, "train", fps=float("inf"))) == MAX_VIDEO_FRAMES
+    assert len(frames_to_store(np.array([400]), 1000, "train", fps=10.0)) == 120
 
 
 def test_the_size_limit_evicts_the_least_recently_used(records: list[VideoRecord], tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def test_window_stride_is_counted_at_stride_fps_so_clips_span_the_same_time() ->
     assert len(set(offsets[10.0].tolist())) < 16  # below 12.5 fps a frame repeats: the clip keeps its time span
     np.testing.assert_array_equal(offsets[25.0], eval_indices(600, spec, fps=25.0 + 1e-7))
     # A video of unknown rate, or a spec without stride_fps (the feature clips), counts frames.
-    np.testing.assert_array_equal(eval_indices(600, spec, fps=0.0), offsets[25.0])
+    for unknown in (0.0, float("nan"), float("inf")):
+        np.testing.assert_array_equal(eval_indices(600, spec, fps=unknown), offsets[25.0])
     frames_only = ClipSpec(frames=16, stride=2, stride_fps=None)
     np.testing.assert_array_equal(np.diff(eval_indices(600, frames_only, fps=50.0)), np.full(15, 2))
     assert window_span(spec, fps=50.0) == 61 and window_span(frames_only, fps=50.0) == 31
