@@ -221,11 +221,11 @@ def test_the_frame_rate_is_the_timestamps_when_the_header_disagrees(tmp_path: Pa
     video keeps its exact header rate, and so does a 30 fps video with a held last frame or a pause (one long gap)."""
     at_30 = [i / 30 for i in range(60)]
     cases = {
+        "held last frame": (at_30 + [12.0], 30, 30.0),
+        "pause": (at_30[:30] + [t + 1 for t in at_30[30:]], 30, 30.0),
         "variable": (at_30 + [2 + i / 15 for i in range(30)], 30, 23.0),
         "lying header": ([i / 15 for i in range(45)], 30, 15.0),
         "ntsc": ([i * 1001 / 30000 for i in range(45)], Fraction(30000, 1001), 30000 / 1001),
-        "held last frame": (at_30 + [12.0], 30, 30.0),
-        "pause": (at_30[:30] + [t + 1 for t in at_30[30:]], 30, 30.0),
     }
     for number, (name, (seconds, header, expected)) in enumerate(cases.items()):
         path = timed_video(tmp_path / f"v{number}.{container_format[:3]}", seconds, container_format, Fraction(header))
