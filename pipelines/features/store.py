@@ -28,7 +28,6 @@ are listed in ``rejected.csv`` (stage ``features``) and left out of the matrix.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import zipfile
@@ -64,7 +63,7 @@ from pipelines.features.kernel import (
     feature_names,
     feature_stride,
 )
-from pipelines.video.clips import STRIDE_FPS, ClipSpec
+from pipelines.video.clips import STRIDE_FPS, ClipSpec, known_rate
 from pipelines.video.decode import SHRINK_FILTER
 from pipelines.video.loader import make_clip_loader
 from pipelines.video.routes import DecodeStats
@@ -262,7 +261,7 @@ def clip_stride(record: VideoRecord, spec: FeatureSpec) -> int:
     what fits the video. Steps stay uniform (the motion time series evenly sampled at a known rate):
     a 50 fps video steps 2x the frames of a 25 fps one, a 29.97 fps one 2 frames for 80 ms (67 ms)
     and 5 for 160 ms. A video of unknown rate counts its own frames."""
-    if not (math.isfinite(record.fps) and record.fps > 0):
+    if not known_rate(record.fps):
         return feature_stride(record.frames, spec)
     scale = record.fps / STRIDE_FPS
     step = int(feature_stride(int(record.frames / scale), spec) * scale + 0.5)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import threading
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from core.runfiles import atomic_path, atomic_write_json, file_signature, set_aside
+from pipelines.video.clips import known_rate
 from pipelines.video.decode import MISSING_TAIL_TOLERANCE, DecodedFrames, FrameLayout, stored_to_rgb
 
 # Bump when what is stored changes; old entries are then simply not found. 4: frames shrunk with
@@ -57,7 +57,7 @@ __all__ = ["CACHE_FORMAT", "CachedVideo", "ClipCache", "FrameLayout", "default_m
 
 def window_frames(fps: float) -> int:
     """Frames in :data:`MAX_VIDEO_SECONDS` of a video at ``fps`` (unknown: :data:`MAX_VIDEO_FRAMES`)."""
-    return max(1, int(MAX_VIDEO_SECONDS * fps + 0.5)) if math.isfinite(fps) and fps > 0 else MAX_VIDEO_FRAMES
+    return max(1, int(MAX_VIDEO_SECONDS * fps + 0.5)) if known_rate(fps) else MAX_VIDEO_FRAMES
 
 
 def frames_to_store(wanted: np.ndarray, video_frames: int, mode: str, *, fps: float) -> np.ndarray:

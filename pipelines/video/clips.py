@@ -117,10 +117,15 @@ def clip_rng(seed: int, epoch: int, video_index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(video_index)])
 
 
+def known_rate(fps: float) -> bool:
+    """Whether ``fps`` is a usable frame rate (0, negative, NaN or infinite: unknown)."""
+    return math.isfinite(fps) and fps > 0
+
+
 def frame_step(spec: ClipSpec, fps: float) -> float:
     """Frames between a window's samples in a video of ``fps`` frames per second: ``stride`` at
     ``stride_fps``, scaled to the video's rate (``fps`` not a positive number: unknown, ``stride``)."""
-    if spec.stride_fps is None or not (math.isfinite(fps) and fps > 0):
+    if spec.stride_fps is None or not known_rate(fps):
         return float(spec.stride)
     return spec.stride * fps / spec.stride_fps
 
