@@ -11,8 +11,8 @@ same demux pass gives the video's keyframe index (:mod:`pipelines.data.keyframes
 
 Frame rate: the header's, unless the shown frames' timestamps say otherwise by more than
 :data:`RATE_TOLERANCE` (a variable-rate phone video, a header that lies): then the timestamps'
-(:func:`timestamp_rate`). Clips step through a video by time at this rate (:mod:`pipelines.video.clips`), so a
-wrong header would silently stretch or squeeze every clip.
+rate (:func:`timestamp_rate`). Clips step through a video by time at this rate
+(:mod:`pipelines.video.clips`), so a wrong header would silently stretch or squeeze every clip.
 
 Rotation: a phone video stores its frames sideways plus a display matrix that players apply. PyAV
 and DALI's CPU decoder return the stored, unrotated frames (checked; DALI's NVDEC route was not
@@ -72,7 +72,7 @@ _CONTAINER_MAGIC = (
 # Headers are approximate: a file may miss max(1 frame, 2 %) of what its header announces
 # before it counts as truncated.
 _MISSING_FRAMES_TOLERANCE = 0.02
-# The header's frame rate stands unless the timestamps' average differs by more than this fraction.
+# The header's frame rate stands unless the timestamps' rate differs from it by more than this fraction.
 RATE_TOLERANCE = 0.01
 RATE_TRIM = 5  # percent of the gaps between frames left out at each end (see timestamp_rate)
 
