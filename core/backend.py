@@ -381,7 +381,10 @@ def resolve_backend(device: str | None = None) -> Backend:
         features=choose(cupy, "cupy", "numpy", "NumPy kernel"),
         classical=choose(cuml, "cuml", "sklearn", "scikit-learn"),
         boosting=choose(
-            xgb_cuda, "xgboost-cuda", "xgboost-cpu", "XGBoost hist on the CPU, the same model as on the GPU"
+            xgb_cuda,
+            "xgboost-cuda",
+            "xgboost-cpu",
+            "XGBoost hist on the CPU (the GPU runs the same algorithm; its trees differ)",
         ),
         deep=choose(cuda, "torch-cuda", "torch-cpu", "PyTorch on the CPU"),
         cuda_device=device_id if cuda.usable else None,

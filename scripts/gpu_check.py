@@ -12,12 +12,13 @@ skipped). Checks:
 * ``doctor``: the backend of every stage, library versions, duplicate installs, NVDEC per codec;
 * ``pytest_gpu``: ``pytest -m gpu`` (test files whose imports are missing count as not collected);
 * ``cnn_train_step``: ``train_model`` steps of ResNet-18 (TSN) and R3D-18 with the gpu profile's
-  clips, bf16 autocast + channels_last: finite loss, peak memory, FLOPs per clip, clips/s;
+  clips, bf16 autocast + channels_last: finite loss, peak memory, FLOPs per clip, clips/s (second epoch);
 * ``ddp_step``: a single-rank NCCL process group (``device_id``) with a DDP backward, all_reduce,
   all_gather_object and barrier;
 * ``r3d18_throughput``: scripts/gpu_check_deep.py's targets (bf16 + channels_last_3d >= 2x fp32
   and >= 1000 clips/s at 16x112);
-* ``feature_kernel``: the CuPy kernel equals NumPy's, and its ms/video at several batch sizes;
+* ``feature_kernel``: the CuPy kernel equals NumPy's on demo scenes (on noise the difference is
+  reported, not judged), naming the columns furthest apart; its ms/video at several batch sizes;
 * ``nvdec_decode``: H.264, MPEG-4 AVI, VP9 and MJPEG through the loader at 320x240 and 160x120,
   with the decode route that ran (NVDEC where its frame sizes allow);
 * ``augmentation_gpu_vs_cpu``: the same training clips on the GPU and CPU pipelines, in grey levels;
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +57,9 @@ for path in (REPO, REPO / "scripts"):
 NVDEC_CODECS = ("h264", "mpeg4", "vp9", "mjpeg")
 KERNEL_BATCHES = (8, 16, 32, 64, 128, 256)
 SAME_PIXELS_GREY_LEVELS = 3.0  # mean |GPU - CPU| allowed for the same training clips
+# Largest CuPy-vs-NumPy feature difference allowed on demo scenes, as a share of the column's range:
+# a pixel on a histogram bin edge may land in the neighbouring bin (see kernel.FeatureSpec).
+KERNEL_SHARE_OF_RANGE = 1e-3
 
 
 class Skip(Exception):
@@ -216,14 +221,15 @@ def check_cnn_train_step(settings: Settings) -> dict[str, Any]:
     device = torch.device(settings.device)
     results = {}
     for model_name in ("cnn2d", "cnn3d"):
-        overrides: dict[str, Any] = dict(weights="none", epochs=1, warmup_epochs=0.0, amp=True, channels_last=True)
+        # Two epochs: the second one's clips/s is the steady state (the first autotunes cuDNN).
+        overrides: dict[str, Any] = dict(weights="none", epochs=2, warmup_epochs=0.0, amp=True, channels_last=True)
         if settings.smoke:
             overrides.update(frames=4, size=32, batch_size=2)
         config = PROFILES["gpu"].deep_config(model_name, **overrides)
         model = prepare_model(build_model(config, 5), config, device)
         b, t, s = config.batch_size, config.frames, config.size
         shape = (b, 3, t, s, s) if model_name == "cnn3d" else (b, t, 3, s, s)
-        loader = _SyntheticLoader(shape, 2 if settings.smoke else 4, device, 5)
+        loader = _SyntheticLoader(shape, 2 if settings.smoke else 8, device, 5)
         outcome = train_model(model, loader, None, config, device, list("abcde"), progress=False)
         loss = outcome.state.history[-1]["loss"]
         conv = next(p for p in model.parameters() if p.dim() >= 4)
@@ -308,6 +314,44 @@ def check_r3d18_throughput(settings: Settings) -> dict[str, Any]:
             "status": status, "report": report}  # fmt: skip
 
 
+def _demo_clips(spec: Any, count: int) -> Any:
+    """``count`` feature clips (T, size, size, 3) of the demo's rendered scenes: actors, texture and
+    camera shake, as the kernel sees real videos (every 2nd frame, as at 25 fps)."""
+    import numpy as np
+
+    from pipelines.demo import DEFAULT_CLASSES, DemoConfig, render_clip
+
+    config = DemoConfig(size=(spec.size, spec.size), seconds=(2.6, 2.6))
+    clips = [render_clip(DEFAULT_CLASSES[i % len(DEFAULT_CLASSES)], i // len(DEFAULT_CLASSES), 0, config)
+             for i in range(count)]  # fmt: skip
+    return np.stack([clip[: 2 * spec.frames : 2] for clip in clips])
+
+
+def _compare_kernels(clips: Any, spec: Any) -> dict[str, Any]:
+    """The CuPy kernel against NumPy's on the same clips: the largest difference of each column
+    as a share of that column's range over the clips, and the five columns furthest apart."""
+    import cupy
+    import numpy as np
+
+    from pipelines.features.kernel import compute_features, feature_names
+
+    rates = np.full(len(clips), 12.5, np.float32)
+    on_cpu = compute_features(clips, np, spec, sample_rate=rates)
+    on_gpu = cupy.asnumpy(compute_features(cupy.asarray(clips), cupy, spec, sample_rate=cupy.asarray(rates)))
+    difference = np.abs(on_gpu.astype(np.float64) - on_cpu)
+    span = np.maximum(on_cpu.max(axis=0) - on_cpu.min(axis=0), 1e-3)  # nearly constant columns: absolute
+    share = difference.max(axis=0) / span
+    names = feature_names(spec)
+    worst = []
+    for column in np.argsort(share)[::-1][:5]:
+        clip = int(difference[:, column].argmax())
+        worst.append({"column": names[column], "share_of_range": float(share[column]), "clip": clip,
+                      "numpy": float(on_cpu[clip, column]), "cupy": float(on_gpu[clip, column])})  # fmt: skip
+    beyond_rounding = ~np.isclose(on_gpu, on_cpu, rtol=1e-4, atol=1e-6)
+    return {"clips": len(clips), "max_share_of_range": float(share.max()), "worst_columns": worst,
+            "columns_beyond_float32_rounding": int(beyond_rounding.any(axis=0).sum())}  # fmt: skip
+
+
 def check_feature_kernel(settings: Settings) -> dict[str, Any]:
     need("cupy")
     if settings.smoke:
@@ -320,11 +364,15 @@ def check_feature_kernel(settings: Settings) -> dict[str, Any]:
 
     spec = FeatureSpec()
     rng = np.random.default_rng(0)
+    # Judged on scenes like real videos. Noise is reported only: on it many gradients sit on a
+    # histogram bin edge and many spectra have near-equal peaks, so float32 rounding (cuBLAS and
+    # NumPy sum in different orders) moves whole bins and peak frequencies.
+    scenes = _compare_kernels(_demo_clips(spec, 24), spec)
+    noise = _compare_kernels(rng.integers(0, 256, size=(16, spec.frames, spec.size, spec.size, 3), dtype=np.uint8),
+                             spec)  # fmt: skip
+    equal = scenes["max_share_of_range"] <= KERNEL_SHARE_OF_RANGE
     clips = rng.integers(0, 256, size=(max(KERNEL_BATCHES), spec.frames, spec.size, spec.size, 3), dtype=np.uint8)
     rates = np.full(len(clips), 12.5, np.float32)
-    reference = compute_features(clips[:8], np, spec, sample_rate=rates[:8])
-    on_gpu = cupy.asnumpy(compute_features(cupy.asarray(clips[:8]), cupy, spec, sample_rate=cupy.asarray(rates[:8])))
-    equal = bool(np.allclose(on_gpu, reference, rtol=1e-5, atol=1e-6))
     timings = {}
     for batch in KERNEL_BATCHES:
         device_clips, device_rates = cupy.asarray(clips[:batch]), cupy.asarray(rates[:batch])
@@ -339,11 +387,15 @@ def check_feature_kernel(settings: Settings) -> dict[str, Any]:
     compute_features(clips[:8], np, spec, sample_rate=rates[:8])
     numpy_ms = 1000 * (time.perf_counter() - start) / 8
     best = min(timings, key=timings.get)
-    summary = (f"CuPy {'equals' if equal else 'DIFFERS FROM'} NumPy; ms/video by batch "
+    worst = scenes["worst_columns"][0]
+    summary = (f"CuPy {'equals' if equal else 'DIFFERS FROM'} NumPy on {scenes['clips']} demo scenes (largest "
+               f"difference {scenes['max_share_of_range']:.1e} of a column's range, {worst['column']}; on noise "
+               f"{noise['max_share_of_range']:.1e}, {noise['worst_columns'][0]['column']}); ms/video by batch "
                + ", ".join(f"{b}: {ms:.3f}" for b, ms in timings.items())
                + f" (NumPy {numpy_ms:.2f}); fastest batch {best}")  # fmt: skip
-    return {"summary": summary, "equal": equal, "cupy_ms_per_video": timings, "numpy_ms_per_video": numpy_ms,
-            "fastest_batch": best, **({} if equal else {"status": "fail"})}  # fmt: skip
+    return {"summary": summary, "equal": equal, "demo_scenes": scenes, "noise": noise,
+            "cupy_ms_per_video": timings, "numpy_ms_per_video": numpy_ms, "fastest_batch": best,
+            **({} if equal else {"status": "fail"})}  # fmt: skip
 
 
 def _video(settings: Settings, codec: str, width: int, height: int, name: str, frames: int = 40) -> Any:
@@ -437,13 +489,19 @@ def check_classical_gpu(settings: Settings) -> dict[str, Any]:
             skipped[name] = f"{library}: no GPU library usable ({stage.reason})"
             continue
         start = time.perf_counter()
-        model = ClassicalModel(name, library).fit(x[:240], y[:240], groups=np.arange(240) // 6)
-        proba = np.asarray(model.predict_proba(x[240:]))
+        with warnings.catch_warnings(record=True) as caught:  # a GPU library's warning is a finding
+            warnings.simplefilter("always")
+            model = ClassicalModel(name, library).fit(x[:240], y[:240], groups=np.arange(240) // 6)
+            proba = np.asarray(model.predict_proba(x[240:]))
         ok = proba.shape == (60, 3) and bool(np.allclose(proba.sum(axis=1), 1, atol=1e-4))
         accuracy = float((proba.argmax(axis=1) == y[240:]).mean())
-        models[name] = {"library": library, "ok": ok, "accuracy": accuracy, "seconds": time.perf_counter() - start}
+        said = sorted({_last_line(str(warning.message)) for warning in caught})
+        models[name] = {"library": library, "ok": ok, "accuracy": accuracy, "seconds": time.perf_counter() - start,
+                        "warnings": said}  # fmt: skip
         if not ok:
             wrong.append(f"{name}: predict_proba shape {proba.shape}")
+        if said and not settings.smoke:
+            wrong.append(f"{name} warned: {said[0]}")
     if not models:
         raise Skip("; ".join(sorted(set(skipped.values()))))
     summary = "; ".join(wrong) or ", ".join(f"{n} {m['library']} acc {m['accuracy']:.2f}" for n, m in models.items())

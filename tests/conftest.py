@@ -18,9 +18,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from core.backend import resolve_backend
 
     backend = resolve_backend("auto")
-    if backend.cuda.usable:
+    if not backend.cuda.usable:
+        skip = pytest.mark.skip(reason=f"needs a usable CUDA GPU: {backend.cuda.reason}")
+    elif backend.dali_gpu.version is None:
+        # A GPU without DALI installed (PyTorch and CuPy only): the NVDEC tests cannot run, and say
+        # so. With DALI installed they run, and an NVDEC that does not decode fails them.
+        skip = pytest.mark.skip(reason=f"needs NVDEC through DALI: {backend.dali_gpu.reason}")
+    else:
         return
-    skip = pytest.mark.skip(reason=f"needs a usable CUDA GPU: {backend.cuda.reason}")
     for item in items:
-        if item.get_closest_marker("gpu"):
+        if item.get_closest_marker("gpu") and (not backend.cuda.usable or item.get_closest_marker("nvdec")):
             item.add_marker(skip)

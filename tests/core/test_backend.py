@@ -168,6 +168,7 @@ def test_doctor_names_nvdec_sizes_and_the_defaults() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.nvdec
 def test_gpu_backend_decodes_a_real_clip_on_nvdec() -> None:
     """The DALI GPU probe decodes a clip on NVDEC (a GPU op alone would pass without libnvcuvid)."""
     backend = resolve_backend("gpu")

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+pytest.importorskip("nvidia.dali", reason="nvidia-dali not installed (a GPU machine with PyTorch and CuPy only)")
+
 from nvidia.dali import fn, pipeline_def, types
 
 from pipelines.video.clips import (

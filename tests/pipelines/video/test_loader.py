@@ -377,6 +377,7 @@ def test_dali_decodes_the_stream_that_was_probed(tmp_path: Path, backend) -> Non
 
 
 @pytest.mark.gpu
+@pytest.mark.nvdec
 def test_nvdec_seeks_to_the_exact_frames_of_h264_with_b_frames(tmp_path: Path) -> None:
     """The GPU route: NVDEC on H.264 with B-frames and a keyframe every 12 frames gives the frames of
     a sequential PyAV decode (NVDEC converts colour its own way: a looser tolerance), also for a
@@ -435,6 +436,7 @@ def scaled_frames(count: int, width: int, height: int) -> np.ndarray:
 
 
 @pytest.mark.gpu
+@pytest.mark.nvdec
 @pytest.mark.parametrize("codec", ["h264", "vp9", "mpeg4", "mjpeg"])
 def test_gpu_decode_runs_on_nvdec_and_stays_on_gpu(tmp_path: Path, codec: str) -> None:
     """At 192x128 (inside NVDEC's sizes for every codec here) the clips are decoded by NVDEC, not by
@@ -462,6 +464,7 @@ def test_gpu_decode_runs_on_nvdec_and_stays_on_gpu(tmp_path: Path, codec: str) -
 
 
 @pytest.mark.gpu
+@pytest.mark.nvdec
 def test_gpu_routes_files_below_nvdec_sizes_elsewhere_and_counts_them(tmp_path: Path) -> None:
     """The default demo's 160x120 VP9 is below NVDEC's VP9 minimum (128x128): it is decoded by
     DALI on the CPU and uploaded; a 64x48 H.264 (above H.264's 48x16) still goes to NVDEC."""
