@@ -57,9 +57,11 @@ for path in (REPO, REPO / "scripts"):
 NVDEC_CODECS = ("h264", "mpeg4", "vp9", "mjpeg")
 KERNEL_BATCHES = (8, 16, 32, 64, 128, 256)
 SAME_PIXELS_GREY_LEVELS = 3.0  # mean |GPU - CPU| allowed for the same training clips
-# Largest CuPy-vs-NumPy feature difference allowed on demo scenes, as a share of the column's range:
+# Largest CuPy-vs-NumPy feature difference allowed on demo scenes: a share of the column's range, or
+# an absolute floor of about two pixels of a colour histogram (1/8192 each at the default spec), since
 # a pixel on a histogram bin edge may land in the neighbouring bin (see kernel.FeatureSpec).
 KERNEL_SHARE_OF_RANGE = 1e-3
+KERNEL_ABSOLUTE = 2.5e-4
 
 
 class Skip(Exception):
@@ -348,8 +350,10 @@ def _compare_kernels(clips: Any, spec: Any) -> dict[str, Any]:
         worst.append({"column": names[column], "share_of_range": float(share[column]), "clip": clip,
                       "numpy": float(on_cpu[clip, column]), "cupy": float(on_gpu[clip, column])})  # fmt: skip
     beyond_rounding = ~np.isclose(on_gpu, on_cpu, rtol=1e-4, atol=1e-6)
+    allowed = np.maximum(KERNEL_SHARE_OF_RANGE * span, KERNEL_ABSOLUTE)
     return {"clips": len(clips), "max_share_of_range": float(share.max()), "worst_columns": worst,
-            "columns_beyond_float32_rounding": int(beyond_rounding.any(axis=0).sum())}  # fmt: skip
+            "columns_beyond_float32_rounding": int(beyond_rounding.any(axis=0).sum()),
+            "columns_beyond_allowed": [names[c] for c in np.flatnonzero(difference.max(axis=0) > allowed)]}  # fmt: skip
 
 
 def check_feature_kernel(settings: Settings) -> dict[str, Any]:
@@ -370,7 +374,7 @@ def check_feature_kernel(settings: Settings) -> dict[str, Any]:
     scenes = _compare_kernels(_demo_clips(spec, 24), spec)
     noise = _compare_kernels(rng.integers(0, 256, size=(16, spec.frames, spec.size, spec.size, 3), dtype=np.uint8),
                              spec)  # fmt: skip
-    equal = scenes["max_share_of_range"] <= KERNEL_SHARE_OF_RANGE
+    equal = not scenes["columns_beyond_allowed"]
     clips = rng.integers(0, 256, size=(max(KERNEL_BATCHES), spec.frames, spec.size, spec.size, 3), dtype=np.uint8)
     rates = np.full(len(clips), 12.5, np.float32)
     timings = {}

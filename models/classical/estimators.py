@@ -24,7 +24,7 @@ boosting, and running the same histogram algorithm with the same hyper-parameter
 swapping in scikit-learn's ``HistGradientBoostingClassifier``, a different implementation.
 Comparable, not equal: the devices build different histogram cuts and draw different random
 subsamples. On an H200, with the same seed, 10-20 % of test predictions differed between the
-two on hard synthetic data, 9-12 % without subsampling (accuracies 0.47-0.70 on both devices).
+two on hard synthetic data, 9-12 % without subsampling (accuracies 0.45-0.70 on both devices).
 
 SVM class scores: an SVC has no probabilities of its own. ``SVC(probability=True)`` is
 deprecated in scikit-learn 1.9 (removal in 1.11) and was removed from cuML's SVC (26.08);
@@ -387,8 +387,10 @@ class ClassicalModel(ClassifierMixin, BaseEstimator):
     def _library_input(self, X: np.ndarray) -> Any:
         """``X`` where the library predicts from it. XGBoost on CUDA takes it in GPU memory (CuPy):
         from host memory it warns of mismatched devices and predicts through a slower DMatrix copy
-        (seen on an H200). Without CuPy or a usable GPU the host array is passed as it is."""
-        if self.library != "xgboost-cuda":
+        (seen on an H200). Where this XGBoost has no CUDA (a GPU-trained model used with the
+        xgboost-cpu build), or CuPy or a usable GPU is missing, the host array is passed: XGBoost
+        then predicts on the CPU (with a warning that it changed the device)."""
+        if self.library != "xgboost-cuda" or not _xgboost_has_cuda():
             return X
         try:
             import cupy
@@ -403,6 +405,13 @@ class ClassicalModel(ClassifierMixin, BaseEstimator):
             return _parameter_count(self.name, self.model_, self.n_features_in_)
         except Exception:
             return None
+
+
+def _xgboost_has_cuda() -> bool:
+    """Whether the installed XGBoost was built with CUDA (xgboost-cu13, not xgboost-cpu)."""
+    import xgboost
+
+    return bool(xgboost.build_info().get("USE_CUDA"))
 
 
 def _final_estimator(model: Any) -> Any:

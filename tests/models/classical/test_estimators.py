@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ from models.classical.estimators import (
     MODEL_NAMES,
     NEEDS_SCALING,
     PARAM_GRIDS,
+    ClassicalModel,
     calibration_folds,
     estimator_spec,
     fit_cost,
@@ -66,6 +68,27 @@ def test_gradient_boosting_on_cuda_predicts_from_gpu_memory() -> None:
     assert proba.shape == (60, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert (proba.argmax(axis=1) == y[240:]).mean() >= 0.8
+
+
+@pytest.mark.filterwarnings("ignore:.*Device is changed from GPU to CPU:UserWarning")
+def test_a_gpu_trained_gradient_boosting_model_predicts_with_an_xgboost_without_cuda(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A model fitted on XGBoost-CUDA and used with the xgboost-cpu build (e.g. `predict` on another
+    machine) gets its rows in host memory even where CuPy imports: that XGBoost cannot read GPU
+    arrays and would raise. (This machine's XGBoost has no CUDA; CuPy is a stand-in that refuses.)"""
+    import xgboost
+
+    if xgboost.build_info().get("USE_CUDA"):
+        pytest.skip("this XGBoost was built with CUDA")
+    refusing = type(sys)("cupy")
+    refusing.asarray = lambda *args, **kwargs: pytest.fail("rows were sent to the GPU")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupy", refusing)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    x = rng.normal(size=(120, 10)).astype(np.float32)
+    x[:, :2] += 2.0 * y[:, None]
+    model = ClassicalModel("gb", "xgboost-cuda", params={"n_estimators": 10}).fit(x[:90], y[:90])
+    proba = model.predict_proba(x[90:])
+    assert proba.shape == (30, 3) and (proba.argmax(axis=1) == y[90:]).mean() >= 0.8
 
 
 def test_backend_picks_the_library_per_model() -> None:
