@@ -209,7 +209,7 @@ def _probe(path: Path) -> ProbeResult:
                 detail = f"the container promises more than the {size} bytes present; streams found: {kinds}"
                 raise _Reject(TRUNCATED, detail)
             raise _Reject(NO_VIDEO_STREAM, f"streams found: {kinds}")
-        codec = stream.codec_context.name
+        codec = stream.codec_context.codec.canonical_name  # "av1", not the decoder's name ("libdav1d")
         header_frames = int(stream.frames or 0)
 
         packets = 0  # demuxed

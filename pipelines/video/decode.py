@@ -7,8 +7,10 @@ depends on the distance to its keyframe, not on the video's length. Frames are i
 their pts through the index, so frame ``i`` is exactly the ``i``-th frame of a sequential decode,
 also with B-frames, open GOPs and the irregular timestamps of AVI files. Packets of frames that are
 not needed are decoded with ``skip_frame="NONREF"``: a non-reference frame (most B-frames) that no
-clip uses is not decoded at all. Where the index is missing or a seek does not land where the index
-says, the video is decoded sequentially from the start instead (``route="sequential"``).
+clip uses is not decoded at all (not in AV1, see :data:`NONREF_UNSAFE`). When a needed frame does
+not come (a decoder holds frames back after a seek to an intra-refresh recovery point), decoding
+starts again one keyframe earlier. Where the index is missing or the seeks do not give the frames
+the index says, the video is decoded sequentially from the start instead (``route="sequential"``).
 
 Needed frames are converted once, straight from the decoder's planes to their stored form at the
 clip's short side (:class:`FrameShrinker`: swscale's bilinear filter to I420, no full-size RGB), the form
@@ -24,7 +26,7 @@ import itertools
 import os
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import av
 import cv2
@@ -50,6 +52,10 @@ MISSING_TAIL_TOLERANCE = 0.1
 # Packets past the last wanted frame after which a seeking decode that still misses a frame gives up
 # and decodes sequentially (a decoder holds back at most 16 frames for reordering).
 REORDER_SLACK = 64
+# Codecs whose decoder loses shown frames under ``skip_frame="NONREF"``: dav1d, given AV1's hidden
+# frames and the packets that only show one of them, returned none of the wanted frames or the wrong
+# ones (checked on SVT-AV1 in Matroska and MP4), so every AV1 clip fell back to a sequential decode.
+NONREF_UNSAFE = frozenset({"av1"})
 
 
 class DecodeError(RuntimeError):
@@ -288,8 +294,9 @@ class DecodedFrames:
 
     ``route``: "seek" (from a keyframe found through the index), "start" (the first needed frame
     lies before the second keyframe: decoded from the start, frames identified by the index) or
-    "sequential" (no usable index, or a seek that did not land where the index said: decoded from
-    the start, frames counted). ``frames_decoded``: frames the decoder produced (the work done).
+    "sequential" (no usable index, or seeks from the keyframe before the first needed frame and the
+    one before it that did not give the frames the index says: decoded from the start, frames
+    counted). ``frames_decoded``: frames the decoder produced (the work done, failed seeks included).
     """
 
     layout: FrameLayout  # layout.frames == len(numbers)
@@ -322,7 +329,12 @@ class DecodedFrames:
 
 
 class _SeekFailed(Exception):
-    """The index and the file disagree: decode sequentially instead."""
+    """The index and the file disagree, or the decoder held wanted frames back: decode from an
+    earlier keyframe, or sequentially. ``decoded``: frames the failed attempt decoded."""
+
+    def __init__(self, decoded: int = 0) -> None:
+        super().__init__(decoded)
+        self.decoded = decoded
 
 
 def _checked_frames(path: str | os.PathLike[str], wanted: np.ndarray, available: int) -> np.ndarray:
@@ -352,13 +364,22 @@ def decode_at(
     wanted = np.unique(np.asarray(frames, dtype=np.int64))
     if wanted.size == 0 or wanted[0] < 0:
         raise ValueError(f"{path}: frame numbers must be non-negative, got {list(frames)[:5]}")
+    wasted = 0  # frames decoded by attempts that failed: work done all the same
     if index is not None:
         checked = _checked_frames(path, wanted, index.frames)
-        try:
-            return _decode_indexed(path, checked, short_side, index, codec_threads)
-        except _SeekFailed:
-            pass
-    return _decode_sequential(path, wanted, short_side, codec_threads)
+        key = index.keyframe_before(int(checked[0]))
+        # After a seek a decoder may hold frames back until everything they refer to has been
+        # decoded (an intra-refresh stream's recovery point is flagged as a keyframe; FFmpeg shows
+        # frames once the refresh completes): one keyframe earlier gives them.
+        for start in [key] if key is None or key == 0 else [key, key - 1]:
+            try:
+                decoded = _decode_indexed(path, checked, short_side, index, codec_threads, start)
+            except _SeekFailed as failed:
+                wasted += failed.decoded
+            else:
+                return replace(decoded, frames_decoded=decoded.frames_decoded + wasted)
+    decoded = _decode_sequential(path, wanted, short_side, codec_threads)
+    return replace(decoded, frames_decoded=decoded.frames_decoded + wasted)
 
 
 def _seek(
@@ -401,13 +422,20 @@ def _seek(
 
 
 def _decode_indexed(
-    path: str | os.PathLike[str], wanted: np.ndarray, short_side: int | None, index: KeyframeIndex, codec_threads: int
+    path: str | os.PathLike[str],
+    wanted: np.ndarray,
+    short_side: int | None,
+    index: KeyframeIndex,
+    codec_threads: int,
+    key: int | None,
 ) -> DecodedFrames:
-    key = index.keyframe_before(int(wanted[0]))
-    needed = set(wanted.tolist())
+    """``wanted`` decoded from keyframe ``key`` of ``index`` (None: from the start), frames
+    identified by their pts; :class:`_SeekFailed` when a wanted frame does not come."""
+    in_order = wanted.tolist()
+    needed = set(in_order)
     first, last = int(wanted[0]), int(wanted[-1])
     out: dict[int, np.ndarray] = {}
-    decoded = 0
+    decoded = waiting = 0  # in_order[waiting]: the first wanted frame not decoded yet
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = open_video_stream(container, path, codec_threads)
@@ -417,10 +445,10 @@ def _decode_indexed(
             seeked = key is not None and int(index.keyframes[key]) > 0
             if seeked:
                 packets = _seek(container, stream, index, key)
-            skipping = False
+            skipping, may_skip = False, context.codec.canonical_name not in NONREF_UNSAFE
             for packet in packets:
                 number = index.frame_number(packet.pts)
-                skip = number is not None and number not in needed
+                skip = may_skip and number is not None and number not in needed
                 if skip != skipping:  # a frame no clip needs: not decoded unless others refer to it
                     context.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
                 try:
@@ -433,15 +461,19 @@ def _decode_indexed(
                     decoded += 1
                     frame_number = index.frame_number(frame.pts)
                     if frame_number is None:
-                        raise _SeekFailed
+                        raise _SeekFailed(decoded)
                     if frame_number in needed and frame_number not in out:
                         out[frame_number] = shrink(frame)
+                    while waiting < len(in_order) and in_order[waiting] in out:
+                        waiting += 1
+                    if waiting < len(in_order) and frame_number > in_order[waiting]:
+                        raise _SeekFailed(decoded)  # frames come in presentation order: it was held back
                 if len(out) == len(needed) or (number is not None and number > last + REORDER_SLACK):
                     break
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise decode_error(path, exc) from exc
     if len(out) < len(needed) or shrink.layout is None:
-        raise _SeekFailed
+        raise _SeekFailed(decoded)
     return _decoded(shrink.layout, out, "seek" if seeked else "start", decoded, index.frames - 1)
 
 
