@@ -76,6 +76,7 @@ def prepare(
         *([] if summary.up_to_date else [summary.table()]),
         *summary.duplicate_lines(),
         *summary.missing_lines(),
+        *summary.non_square_lines(),
         *summary.split_changed_lines(),
     ]
     lines.append(f"{summary} -> {summary.videos_csv}")

@@ -91,6 +91,7 @@ class ProbeResult:
     # Built from the same demux pass (see pipelines.data.keyframes); None when the timestamps
     # cannot identify frames.
     keyframes: KeyframeIndex | None = field(default=None, compare=False, repr=False)
+    pixel_aspect: float = 1.0  # a pixel's width over its height as players show it (see pixel_aspect)
 
     @property
     def ok(self) -> bool:
@@ -171,6 +172,16 @@ def timestamp_rate(index: KeyframeIndex | None, time_base: Fraction | None) -> f
     trim = len(gaps) * RATE_TRIM // 100
     seconds = float(gaps[trim : len(gaps) - trim].mean() * time_base)
     return 1 / seconds if seconds > 0 else None
+
+
+def pixel_aspect(stream: av.VideoStream) -> float:
+    """A pixel's width over its height as players show it: the container's sample aspect ratio (MP4
+    ``pasp``, AVI, Matroska), else the codec's (H.264 VUI), else square. A DVD's 720x480 16:9 video
+    has 32:27 pixels: its stored frames are squeezed horizontally."""
+    for ratio in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if ratio is not None and ratio.numerator > 0 and ratio.denominator > 0:
+            return float(ratio)
+    return 1.0
 
 
 def _check_rotation(path: Path, first_frame: av.VideoFrame) -> None:
@@ -283,6 +294,7 @@ def _probe(path: Path) -> ProbeResult:
             width=first.width,
             height=first.height,
             keyframes=keyframes,
+            pixel_aspect=round(pixel_aspect(stream), 6),
         )
 
 

@@ -81,6 +81,11 @@ class Rejection:
     class_name: str = ""
 
 
+# Writes a square-pixel copy of IN: the width scaled by the pixel aspect (to an even number, which
+# H.264 needs), the height kept.
+SQUARE_PIXELS_COMMAND = "ffmpeg -i IN -vf 'scale=trunc(iw*sar/2)*2:ih,setsar=1' -c:v libx264 -crf 18 OUT.mp4"
+
+
 def listed_missing_text(missing: Sequence[str], limit: int = 5) -> str:
     """What ``prepare`` and the report say of official-list entries of the run's classes with no file
     in the data folder (``run.json``'s ``listed_missing``): how many, the first ``limit``, the effect."""
@@ -113,6 +118,7 @@ class PrepareSummary:
     fold_group_counts: dict[int, int] = field(default_factory=dict)  # fold -> groups in its test set
     # Re-prepared into a run that had a split: (groups now in another split or fold, groups in both splits)
     split_changed: tuple[int, int] | None = None
+    non_square: dict[str, float] = field(default_factory=dict)  # path -> pixel aspect, of videos kept
 
     @property
     def n_videos(self) -> int:
@@ -144,6 +150,22 @@ class PrepareSummary:
         return [
             f"WARNING {listed_missing_text(self.listed_missing)} (all in {self.run_json.name} 'listed_missing'): "
             f"scores are not comparable with published ones; restore the files, or use --split group"
+        ]
+
+    def non_square_lines(self, limit: int = 5) -> list[str]:
+        """Videos whose pixels players show non-square: the loaders use the stored frames as they are."""
+        if not self.non_square:
+            return []
+        shown = list(self.non_square.items())[:limit]
+        names = ", ".join(f"{'/'.join(Path(path).parts[-2:])} ({aspect:.3g}:1)" for path, aspect in shown)
+        more = f" and {len(self.non_square) - limit} more" if len(self.non_square) > limit else ""
+        furthest = max(self.non_square.values(), key=lambda aspect: abs(aspect - 1))
+        return [
+            f"WARNING {len(self.non_square)} video(s) have non-square pixels: {names}{more} (all in "
+            f"{self.run_json.name} 'non_square_pixels'). Their frames are used as stored, where players scale "
+            f"the width by up to {furthest:.3g}x, so shapes and motion directions differ from square-pixel videos; "
+            "if the dataset mixes both, write square-pixel copies with "
+            f"`{SQUARE_PIXELS_COMMAND}`"
         ]
 
     def split_changed_lines(self) -> list[str]:
@@ -201,6 +223,7 @@ def _summarize(
     up_to_date: bool,
     duplicates: list[DuplicateSet],
     listed_missing: list[str],
+    non_square: dict[str, float],
 ) -> PrepareSummary:
     counts: dict[str, dict[str, int]] = {s: dict.fromkeys(class_names, 0) for s in SPLITS}
     groups: dict[str, set[str]] = {s: set() for s in SPLITS}
@@ -227,6 +250,7 @@ def _summarize(
         split=split,
         duplicates=duplicates,
         listed_missing=listed_missing,
+        non_square=non_square,
         folds=folds,
         fold_counts=fold_counts,
         fold_group_counts={k: len(g) for k, g in fold_groups.items()},
@@ -448,6 +472,7 @@ def _up_to_date_summary(paths: RunPaths, class_names: list[str], split: str) -> 
         up_to_date=True,
         duplicates=duplicates,
         listed_missing=list(previous.get("listed_missing", [])),
+        non_square={str(p): float(a) for p, a in previous.get("non_square_pixels", {}).items()},
     )
 
 
@@ -571,6 +596,7 @@ def prepare_run(
         up_to_date=False,
         duplicates=duplicates,
         listed_missing=listed_missing,
+        non_square={probe.path: probe.pixel_aspect for _, probe, _ in usable if abs(probe.pixel_aspect - 1) > 0.01},
     )
     summary.split_changed = changed_groups(previous, records) if previous else None
     _write_run_json(paths, summary, config, seed, lists, input_fingerprint)
@@ -607,6 +633,7 @@ def _write_run_json(
             if summary.split_changed is None
             else dict(zip(("groups_moved", "groups_before"), summary.split_changed, strict=True)),
             "duplicates": [asdict(found) for found in summary.duplicates],
+            "non_square_pixels": summary.non_square,
             "versions": library_versions(),
             "input_fingerprint": input_fingerprint,
             "prepare_version": PREPARE_VERSION,

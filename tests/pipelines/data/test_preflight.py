@@ -148,6 +148,28 @@ def test_rotation_metadata_is_rejected_with_the_fix(
     assert probe_video(unrotated).ok
 
 
+def anamorphic_video(path: Path, codec: str = "h264", pixel_aspect: Fraction = Fraction(32, 27)) -> Path:
+    """A 64x48 video whose pixels players show ``pixel_aspect`` times as wide as high (a DVD's 16:9)."""
+    container_format = {"h264": "mp4", "mpeg4": "avi"}[codec]
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream({"h264": "libx264", "mpeg4": "mpeg4"}[codec], rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = pixel_aspect
+        rng = np.random.default_rng(3)
+        for frame in rng.integers(0, 256, (MIN_FRAMES, 48, 64, 3), dtype=np.uint8):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("codec", ["h264", "mpeg4"])
+def test_the_pixel_aspect_players_use_is_probed(tmp_path: Path, codec: str) -> None:
+    wide = probe_video(anamorphic_video(tmp_path / f"dvd{codec_extension(codec)}", codec))
+    assert wide.ok and wide.pixel_aspect == pytest.approx(32 / 27, abs=1e-6)
+    square = probe_video(anamorphic_video(tmp_path / f"square{codec_extension(codec)}", codec, Fraction(1, 1)))
+    assert square.ok and square.pixel_aspect == 1.0
+
+
 def test_too_short_videos_are_rejected(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     for count, expected in ((1, TOO_SHORT), (MIN_FRAMES - 1, TOO_SHORT), (MIN_FRAMES, "ok")):

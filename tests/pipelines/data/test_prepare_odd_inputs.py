@@ -4,7 +4,9 @@ correctly), never skipped silently and never leaking between splits."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,11 @@ from click.testing import CliRunner
 
 from cli import main
 from core.runfiles import read_rejected
-from pipelines.data.preflight import MIN_FRAMES
+from pipelines.data.preflight import MIN_FRAMES, probe_video
+from pipelines.data.prepare import SQUARE_PIXELS_COMMAND
 from pipelines.data.records import read_videos_csv
 from pipelines.video.codecs import write_video
-from tests.pipelines.data.test_preflight import rotated_video
+from tests.pipelines.data.test_preflight import anamorphic_video, rotated_video
 
 CLASSES = ("PullUps", "Punch", "PushUps")
 
@@ -131,6 +134,28 @@ def test_odd_files_are_each_rejected_with_the_reason_and_the_fix(tmp_path: Path)
     (root / "Punch" / "gone.avi").unlink()
     again = prepare(str(root), "--run", str(run))
     assert "up to date" not in again.output and "4 rejected" in again.output
+
+
+def test_videos_with_non_square_pixels_are_named_with_the_fix(tmp_path: Path) -> None:
+    """Kept (their frames are used as stored), but named in a warning, in run.json and again when the
+    run is up to date; the suggested ffmpeg command writes a square-pixel copy."""
+    root = ucf_tree(tmp_path / "data", groups=3)
+    dvd = anamorphic_video(root / "Punch" / "v_Punch_g01_c02.mp4")
+    run = tmp_path / "run"
+    for attempt in ("first", "up to date"):
+        result = prepare(str(root), "--run", str(run))
+        assert result.exit_code == 0, result.output
+        assert "10 videos in 3 classes" in result.output, attempt
+        warning = next(line for line in result.output.splitlines() if "non-square pixels" in line)
+        assert "WARNING 1 video(s) have non-square pixels: Punch/v_Punch_g01_c02.mp4 (1.19:1)" in warning
+        assert "players scale the width by up to 1.19x" in warning and SQUARE_PIXELS_COMMAND in warning
+    assert json.loads((run / "run.json").read_text())["non_square_pixels"] == {str(dvd): pytest.approx(32 / 27)}
+    if shutil.which("ffmpeg"):
+        square = tmp_path / "square.mp4"
+        command = shlex.split(SQUARE_PIXELS_COMMAND.replace("IN", str(dvd)).replace("OUT.mp4", str(square)))
+        subprocess.run(command, check=True, capture_output=True)
+        probe = probe_video(square)
+        assert probe.ok and probe.pixel_aspect == 1.0 and (probe.width, probe.height) == (74, 48)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
