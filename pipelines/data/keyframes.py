@@ -86,10 +86,48 @@ def index_from_packets(
     )
 
 
+def in_display_order(shown_pts: Sequence[int | None]) -> bool:
+    """Whether a decoder showed frames in increasing pts order, as the index assumes. AVI keeps no
+    pts: with B-frames (H.264 in AVI, DivX packed bitstream) its demuxer guesses them in decode
+    order, and the shown frames' pts then run 1, 4, 3, 5, 2, ...: they do not say which frame is
+    which, so such a video gets no index and is decoded from the start, frames counted."""
+    if any(pts is None for pts in shown_pts):
+        return False
+    values = np.asarray(shown_pts, dtype=np.int64)
+    return bool(np.all(np.diff(values) > 0))
+
+
+def timestamps_identify_frames(
+    path: str | os.PathLike[str],
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    last_gop_pts: Sequence[int | None],
+) -> bool:
+    """Whether ``path``'s pts say which frame is which: the last group of pictures was shown in pts
+    order (``last_gop_pts``, see :func:`in_display_order`) and, for an AVI with B-frames (where
+    the demuxer guesses pts; a packed bitstream can look right in one group and not in another),
+    so was every frame of a sequential decode. Called after the last group was decoded, which
+    tells the decoder whether the stream reorders frames."""
+    if not in_display_order(last_gop_pts):
+        return False
+    if "avi" not in container.format.name.split(",") or not stream.codec_context.has_b_frames:
+        return True
+    try:
+        with av.open(str(path), metadata_errors="ignore") as again:
+            shown = video_stream(again)
+            return shown is not None and in_display_order([frame.pts for frame in again.decode(shown)])
+    except (av.FFmpegError, OSError, ValueError):
+        return False
+
+
 def scan_keyframe_index(path: str | os.PathLike[str]) -> KeyframeIndex | None:
-    """Demux ``path`` and index the frames a decoder shows (decoding only up to the first shown
-    frame: :mod:`pipelines.data.video_stream`); None when it cannot be indexed (or opened)."""
+    """Demux ``path`` and index the frames a decoder shows (decoding up to the first shown frame:
+    :mod:`pipelines.data.video_stream`, and the last group of pictures:
+    :func:`timestamps_identify_frames`);
+    None when it cannot be indexed (or opened)."""
     shown = ShownPackets()
+    last_gop: list[av.Packet] = []
+    shown_pts: list[int | None] = []
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = video_stream(container)
@@ -99,7 +137,13 @@ def scan_keyframe_index(path: str | os.PathLike[str]) -> KeyframeIndex | None:
             for packet in container.demux(stream):
                 if packet.size:  # not the demuxer's end-of-stream marker
                     shown.add(packet)
+                    if packet.is_keyframe:
+                        last_gop = []
+                    last_gop.append(packet)
             first, _ = decode_one(stream.codec_context, shown.lead_in)
+            decode_one(stream.codec_context, last_gop, last=True, shown_pts=shown_pts)
+            if not timestamps_identify_frames(path, container, stream, shown_pts):
+                return None
     except (av.FFmpegError, OSError, ValueError):
         return None
     shown.shown_from(None if first is None else first.pts)

@@ -35,7 +35,7 @@ import av
 import numpy as np
 
 from core.console import progress_bar
-from pipelines.data.keyframes import KeyframeIndex, index_from_packets
+from pipelines.data.keyframes import KeyframeIndex, index_from_packets, timestamps_identify_frames
 from pipelines.data.video_stream import ShownPackets, decode_one, video_stream
 
 # Reject reasons: the text before the colon in ProbeResult.reason.
@@ -272,12 +272,14 @@ def _probe(path: Path) -> ProbeResult:
                 f"{shown.frames} frame(s), at least {MIN_FRAMES} are needed (clips loop a "
                 f"shorter video, so its motion features would be mostly zero); use a longer video",
             )
-        last, last_error = decode_one(stream.codec_context, last_gop, last=True)
+        shown_pts: list[int | None] = []
+        last, last_error = decode_one(stream.codec_context, last_gop, last=True, shown_pts=shown_pts)
         if last is None:
             detail = f" ({last_error})" if last_error else ""
             raise _Reject(TRUNCATED, f"the first frame decodes, the last does not{detail}")
 
-        keyframes = index_from_packets(*shown.timestamps())
+        identified = timestamps_identify_frames(path, container, stream, shown_pts)
+        keyframes = index_from_packets(*shown.timestamps()) if identified else None
         measured = timestamp_rate(keyframes, stream.time_base)
         if measured is not None and not abs(measured - fps) <= RATE_TOLERANCE * measured:
             fps = measured

@@ -65,7 +65,9 @@ STAGE = "prepare"
 # splits name their unlisted files in rejected.csv and their list entries with no file in run.json.
 # 6: a header frame rate that the timestamps contradict (variable-rate video, a lying header) is
 # replaced by the timestamps' average: clips now step by time (a clean CFR dataset keeps its videos.csv).
-PREPARE_VERSION = 6
+# 7: no keyframe index where the timestamps do not identify frames (an AVI with B-frames); videos with
+# non-square pixels named in run.json; videos.csv names the codec (av1), not the decoder (libdav1d).
+PREPARE_VERSION = 7
 
 
 class NoUsableVideoError(DatasetError):

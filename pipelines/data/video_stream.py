@@ -19,9 +19,11 @@ from collections.abc import Sequence
 
 import av
 
-# Which packets are frames: 1, every demuxed packet; 2, the packets the decoder shows (above). Stored
-# features, decoded-clip cache entries and CNN results depend on it, so each records it.
-FRAMES_DEFINITION = 2
+# Which packets are frames: 1, every demuxed packet; 2, the packets the decoder shows (above); 3, the
+# same, now also what a seek returns where 2 could return other frames (an AVI with B-frames, whose
+# timestamps do not identify frames; a seek to an intra-refresh recovery point). Stored features,
+# decoded-clip cache entries and CNN results depend on it, so each records it.
+FRAMES_DEFINITION = 3
 # Packets shown from the first keyframe on that are decoded to find the first shown frame (decoders
 # with frame delay, B-frames or threads, need a few), and at most this many others (before it, or
 # discarded by an edit list).
@@ -90,10 +92,15 @@ class ShownPackets:
 
 
 def decode_one(
-    codec_context: av.CodecContext, packets: Sequence[av.Packet], *, last: bool = False
+    codec_context: av.CodecContext,
+    packets: Sequence[av.Packet],
+    *,
+    last: bool = False,
+    shown_pts: list[int | None] | None = None,
 ) -> tuple[av.VideoFrame | None, str]:
     """Decode ``packets`` from a fresh decoder state: the first (or last) frame they give, and
-    FFmpeg's message of the last decoder error ("" when none)."""
+    FFmpeg's message of the last decoder error ("" when none). ``shown_pts`` collects the pts of
+    every frame shown, in the order shown."""
     codec_context.flush_buffers()
     found: av.VideoFrame | None = None
     error = ""
@@ -103,6 +110,8 @@ def decode_one(
         except (av.FFmpegError, ValueError) as exc:
             error = getattr(exc, "strerror", None) or str(exc)  # without the file name PyAV appends
             continue
+        if shown_pts is not None:
+            shown_pts.extend(frame.pts for frame in frames)
         if frames:
             found = frames[-1] if last else frames[0]
             if not last:

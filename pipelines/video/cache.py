@@ -44,8 +44,8 @@ from pipelines.video.decode import MISSING_TAIL_TOLERANCE, DecodedFrames, FrameL
 
 # Bump when what is stored changes; old entries are then simply not found. 4: frames shrunk with
 # swscale's bilinear filter (decode.SHRINK_FILTER), the area filter before; 5: frames numbered as the
-# decoder shows them (video_stream.FRAMES_DEFINITION 2).
-CACHE_FORMAT = 5
+# decoder shows them (video_stream.FRAMES_DEFINITION 2); 6: FRAMES_DEFINITION 3.
+CACHE_FORMAT = 6
 PIXEL_FORMATS = ("i420", "rgb24")
 MAX_VIDEO_SECONDS = 12.0  # the longest stretch of a training video stored (clips span time: clips.STRIDE_FPS)
 MAX_VIDEO_FRAMES = 300  # ... in frames, for a video of unknown frame rate (12 s at 25 fps)

@@ -7,10 +7,11 @@ depends on the distance to its keyframe, not on the video's length. Frames are i
 their pts through the index, so frame ``i`` is exactly the ``i``-th frame of a sequential decode,
 also with B-frames, open GOPs and the irregular timestamps of AVI files. Packets of frames that are
 not needed are decoded with ``skip_frame="NONREF"``: a non-reference frame (most B-frames) that no
-clip uses is not decoded at all (not in AV1, see :data:`NONREF_UNSAFE`). When a needed frame does
-not come (a decoder holds frames back after a seek to an intra-refresh recovery point), decoding
-starts again one keyframe earlier. Where the index is missing or the seeks do not give the frames
-the index says, the video is decoded sequentially from the start instead (``route="sequential"``).
+clip uses is not decoded at all (not in AV1, see :data:`NONREF_UNSAFE`). A seek is trusted only
+when the keyframe it lands on decodes as an intra frame and the frames then come in display order:
+an intra-refresh stream flags its recovery points (P-frames) as keyframes, and from them FFmpeg
+holds frames back or shows wrong ones. Where the index is missing or a seek is not trusted, the
+video is decoded sequentially from the start instead (``route="sequential"``).
 
 Needed frames are converted once, straight from the decoder's planes to their stored form at the
 clip's short side (:class:`FrameShrinker`: swscale's bilinear filter to I420, no full-size RGB), the form
@@ -31,6 +32,7 @@ from dataclasses import dataclass, replace
 import av
 import cv2
 import numpy as np
+from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from pipelines.data.keyframes import KeyframeIndex
@@ -294,9 +296,8 @@ class DecodedFrames:
 
     ``route``: "seek" (from a keyframe found through the index), "start" (the first needed frame
     lies before the second keyframe: decoded from the start, frames identified by the index) or
-    "sequential" (no usable index, or seeks from the keyframe before the first needed frame and the
-    one before it that did not give the frames the index says: decoded from the start, frames
-    counted). ``frames_decoded``: frames the decoder produced (the work done, failed seeks included).
+    "sequential" (no usable index, or a seek that was not trusted: decoded from the start, frames
+    counted). ``frames_decoded``: frames the decoder produced (the work done, a failed seek's too).
     """
 
     layout: FrameLayout  # layout.frames == len(numbers)
@@ -329,8 +330,8 @@ class DecodedFrames:
 
 
 class _SeekFailed(Exception):
-    """The index and the file disagree, or the decoder held wanted frames back: decode from an
-    earlier keyframe, or sequentially. ``decoded``: frames the failed attempt decoded."""
+    """The index and the file disagree, or the seek landed where decoding cannot start: decode
+    sequentially. ``decoded``: frames the failed attempt decoded."""
 
     def __init__(self, decoded: int = 0) -> None:
         super().__init__(decoded)
@@ -364,20 +365,13 @@ def decode_at(
     wanted = np.unique(np.asarray(frames, dtype=np.int64))
     if wanted.size == 0 or wanted[0] < 0:
         raise ValueError(f"{path}: frame numbers must be non-negative, got {list(frames)[:5]}")
-    wasted = 0  # frames decoded by attempts that failed: work done all the same
+    wasted = 0  # frames a failed seek decoded: work done all the same
     if index is not None:
         checked = _checked_frames(path, wanted, index.frames)
-        key = index.keyframe_before(int(checked[0]))
-        # After a seek a decoder may hold frames back until everything they refer to has been
-        # decoded (an intra-refresh stream's recovery point is flagged as a keyframe; FFmpeg shows
-        # frames once the refresh completes): one keyframe earlier gives them.
-        for start in [key] if key is None or key == 0 else [key, key - 1]:
-            try:
-                decoded = _decode_indexed(path, checked, short_side, index, codec_threads, start)
-            except _SeekFailed as failed:
-                wasted += failed.decoded
-            else:
-                return replace(decoded, frames_decoded=decoded.frames_decoded + wasted)
+        try:
+            return _decode_indexed(path, checked, short_side, index, codec_threads)
+        except _SeekFailed as failed:
+            wasted = failed.decoded
     decoded = _decode_sequential(path, wanted, short_side, codec_threads)
     return replace(decoded, frames_decoded=decoded.frames_decoded + wasted)
 
@@ -422,20 +416,17 @@ def _seek(
 
 
 def _decode_indexed(
-    path: str | os.PathLike[str],
-    wanted: np.ndarray,
-    short_side: int | None,
-    index: KeyframeIndex,
-    codec_threads: int,
-    key: int | None,
+    path: str | os.PathLike[str], wanted: np.ndarray, short_side: int | None, index: KeyframeIndex, codec_threads: int
 ) -> DecodedFrames:
-    """``wanted`` decoded from keyframe ``key`` of ``index`` (None: from the start), frames
-    identified by their pts; :class:`_SeekFailed` when a wanted frame does not come."""
+    """``wanted`` decoded from the keyframe at or before the first of them, frames identified by
+    their pts; :class:`_SeekFailed` when the seek is not trusted or a wanted frame does not come."""
+    key = index.keyframe_before(int(wanted[0]))
     in_order = wanted.tolist()
     needed = set(in_order)
     first, last = int(wanted[0]), int(wanted[-1])
     out: dict[int, np.ndarray] = {}
     decoded = waiting = 0  # in_order[waiting]: the first wanted frame not decoded yet
+    shown = -1  # the last frame number decoded
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = open_video_stream(container, path, codec_threads)
@@ -443,6 +434,7 @@ def _decode_indexed(
             shrink = FrameShrinker(short_side, header_size(stream))
             packets: Iterable[av.Packet] = container.demux(stream)
             seeked = key is not None and int(index.keyframes[key]) > 0
+            landing = int(index.keyframes[key]) if seeked else -1  # the keyframe the seek starts from
             if seeked:
                 packets = _seek(container, stream, index, key)
             skipping, may_skip = False, context.codec.canonical_name not in NONREF_UNSAFE
@@ -460,8 +452,13 @@ def _decode_indexed(
                 for frame in frames:
                     decoded += 1
                     frame_number = index.frame_number(frame.pts)
-                    if frame_number is None:
-                        raise _SeekFailed(decoded)
+                    if frame_number is None or frame_number <= shown:
+                        raise _SeekFailed(decoded)  # not a frame of the index, or out of display order
+                    if shown < landing <= frame_number and (
+                        frame_number != landing or int(frame.pict_type) != int(PictureType.I)
+                    ):
+                        raise _SeekFailed(decoded)  # the landing keyframe held back, or not intra
+                    shown = frame_number
                     if frame_number in needed and frame_number not in out:
                         out[frame_number] = shrink(frame)
                     while waiting < len(in_order) and in_order[waiting] in out:

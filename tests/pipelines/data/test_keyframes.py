@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 
 from pipelines.data.keyframes import (
@@ -17,8 +18,9 @@ from pipelines.data.keyframes import (
 )
 from pipelines.data.preflight import probe_video
 from pipelines.video.codecs import write_video
-from pipelines.video.decode import decode_frames
+from pipelines.video.decode import decode_at, decode_frames
 from tests.edited_videos import stream_copied_cut
+from tests.pipelines.video.test_decode import moving_frames
 
 
 def test_frame_numbers_follow_presentation_order() -> None:
@@ -89,3 +91,35 @@ def test_frames_an_edit_list_discards_are_not_indexed(tmp_path: Path) -> None:
     np.testing.assert_array_equal(probe.keyframes.pts, scanned.pts)
     later = source_index.keyframes[source_index.keyframes > 15]
     np.testing.assert_array_equal(scanned.keyframes, later - 15)  # the discarded keyframe is no start
+
+
+def write_h264_avi(path: Path, frames: np.ndarray) -> Path:
+    """H.264 with B-frames in AVI (as ``ffmpeg -c:v libx264 out.avi`` writes it): AVI keeps no pts."""
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("libx264", rate=25, options={"g": "12", "bf": "3"})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_an_avi_whose_timestamps_do_not_follow_display_order_gets_no_index(tmp_path: Path) -> None:
+    """AVI with B-frames: the demuxer guesses pts in decode order, and the decoder shows frames with
+    pts 1, 4, 3, 5, 2, ...; an index of them would pick the wrong frames after a seek. The probe and
+    the scan give no index, and clips decode from the start, frame-exact. FFmpeg's own MPEG-4 with
+    B-frames in AVI shows its frames in pts order and keeps its index."""
+    frames = moving_frames(48)  # smooth motion: x264 uses B-frames (on noise it would not)
+    path = write_h264_avi(tmp_path / "h264.avi", frames)
+    with av.open(str(path)) as container:
+        shown = [frame.pts for frame in container.decode(video=0)]
+    assert shown != sorted(shown)
+    probe = probe_video(path)
+    assert probe.ok and probe.keyframes is None and scan_keyframe_index(path) is None
+    full = decode_frames(path)
+    decoded = decode_at(path, [37, 41, 30], index=probe.keyframes)
+    assert decoded.route == "sequential"
+    np.testing.assert_array_equal(decoded.read([37, 41, 30]), full[[37, 41, 30]])
+    mpeg4 = tmp_path / "mpeg4.avi"
+    write_video(mpeg4, frames, 25, "mpeg4", options={"g": "12", "bf": "2"})
+    assert probe_video(mpeg4).keyframes is not None and scan_keyframe_index(mpeg4) is not None
