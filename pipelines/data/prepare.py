@@ -83,9 +83,9 @@ class Rejection:
     class_name: str = ""
 
 
-# Writes a square-pixel copy of IN: the width scaled by the pixel aspect (to an even number, which
-# H.264 needs), the height kept.
-SQUARE_PIXELS_COMMAND = "ffmpeg -i IN -vf 'scale=trunc(iw*sar/2)*2:ih,setsar=1' -c:v libx264 -crf 18 OUT.mp4"
+# Writes a square-pixel copy of IN: the width scaled by the pixel aspect, both sides rounded down to
+# even numbers (H.264 in 4:2:0 needs them).
+SQUARE_PIXELS_COMMAND = "ffmpeg -i IN -vf 'scale=trunc(iw*sar/2)*2:trunc(ih/2)*2,setsar=1' -c:v libx264 -crf 18 OUT.mp4"
 
 
 def listed_missing_text(missing: Sequence[str], limit: int = 5) -> str:
