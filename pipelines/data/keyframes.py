@@ -121,10 +121,9 @@ def timestamps_identify_frames(
 
 
 def scan_keyframe_index(path: str | os.PathLike[str]) -> KeyframeIndex | None:
-    """Demux ``path`` and index the frames a decoder shows (decoding up to the first shown frame:
-    :mod:`pipelines.data.video_stream`, and the last group of pictures:
-    :func:`timestamps_identify_frames`);
-    None when it cannot be indexed (or opened)."""
+    """Demux ``path`` and index the frames a decoder shows (decoding up to the first shown frame, see
+    :mod:`pipelines.data.video_stream`, and the last group of pictures, see
+    :func:`timestamps_identify_frames`); None when it cannot be indexed (or opened)."""
     shown = ShownPackets()
     last_gop: list[av.Packet] = []
     shown_pts: list[int | None] = []
