@@ -13,7 +13,9 @@ packets lack a pts, or repeat one, has no usable index: it is decoded sequential
 Seeking lands on a keyframe through the demuxer's own index, which some containers keep by pts
 (MP4, Matroska) and others by dts (AVI with B-frames: pts there lands one keyframe too late), so
 each keyframe keeps both; the decoder tries the pts, checks where it landed and retries with the
-dts (see :func:`pipelines.video.decode.decode_at`).
+dts (see :func:`pipelines.video.decode.decode_at`). Each keyframe also keeps its packet's size: after
+a seek, a packet is taken for the keyframe only with its pts, its flag and its size, because an MPEG
+program stream's parser, started mid-stream, can give a picture the pts of the next one.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from core.runfiles import atomic_path
 from pipelines.data.video_stream import ShownPackets, decode_one, video_stream
 
-INDEX_FORMAT = 3  # bump when what is stored changes; files of other formats are ignored
+INDEX_FORMAT = 4  # bump when what is stored changes; files of other formats are ignored
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +42,7 @@ class KeyframeIndex:
     pts: np.ndarray  # (N,) int64, ascending: frame i has pts[i]
     keyframes: np.ndarray  # (K,) int64 frame numbers of the keyframes, ascending
     seek_targets: np.ndarray  # (K, 2) int64: each keyframe's pts and dts (its pts when it has none)
+    key_sizes: np.ndarray  # (K,) int64: each keyframe's packet size in bytes, as a sequential demux gives it
     # pts -> frame number, built on first use: a lookup per packet and per frame while decoding
     _numbers: dict[int, int] | None = field(default=None, init=False, repr=False)
 
@@ -62,10 +65,11 @@ class KeyframeIndex:
 
 
 def index_from_packets(
-    pts: Sequence[int | None], dts: Sequence[int | None], keyframe: Sequence[bool]
+    pts: Sequence[int | None], dts: Sequence[int | None], keyframe: Sequence[bool], size: Sequence[int]
 ) -> KeyframeIndex | None:
-    """The index of a stream from its packets (demux order; one frame per packet), or None when
-    the timestamps cannot identify frames: a packet without pts, or two packets with one pts."""
+    """The index of a stream from its packets (demux order; one frame per packet: pts, dts,
+    keyframe flag, size), or None when the timestamps cannot identify frames: a packet without pts,
+    or two packets with one pts."""
     if not pts or any(value is None for value in pts):
         return None
     values = np.asarray(pts, dtype=np.int64)
@@ -74,6 +78,7 @@ def index_from_packets(
         return None
     flags = np.asarray(keyframe, dtype=bool)
     key_pts = values[flags]
+    key_sizes = np.asarray(size, dtype=np.int64)[flags]
     key_dts = np.array(
         [p if d is None else d for p, d, k in zip(pts, dts, keyframe, strict=True) if k], dtype=np.int64
     ).reshape(-1)
@@ -83,6 +88,7 @@ def index_from_packets(
         pts=order,
         keyframes=ranks[by_rank].astype(np.int64),
         seek_targets=np.stack([key_pts[by_rank], key_dts[by_rank]], axis=1).reshape(-1, 2),
+        key_sizes=key_sizes[by_rank],
     )
 
 
@@ -174,6 +180,7 @@ def save_keyframe_indexes(target: str | os.PathLike[str], indexes: Mapping[str, 
         "seek_targets": (
             np.concatenate([item.seek_targets for item in items]) if items else np.zeros((0, 2), np.int64)
         ),
+        "key_sizes": np.concatenate([item.key_sizes for item in items]) if items else np.zeros(0, np.int64),
     }
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:  # a file object: np.savez would append ".npz" to the name
@@ -199,7 +206,10 @@ def load_keyframe_indexes(source: str | os.PathLike[str]) -> dict[str, tuple[tup
         key_slice = slice(int(key_ends[row] - arrays["key_counts"][row]), int(key_ends[row]))
         size, mtime = (int(v) for v in arrays["signatures"][row])
         index = KeyframeIndex(
-            arrays["pts"][pts_slice], arrays["keyframes"][key_slice], arrays["seek_targets"][key_slice]
+            arrays["pts"][pts_slice],
+            arrays["keyframes"][key_slice],
+            arrays["seek_targets"][key_slice],
+            arrays["key_sizes"][key_slice],
         )
         loaded[path] = ((size, mtime), index)
     return loaded

@@ -67,7 +67,9 @@ STAGE = "prepare"
 # replaced by the timestamps' average: clips now step by time (a clean CFR dataset keeps its videos.csv).
 # 7: no keyframe index where the timestamps do not identify frames (an AVI with B-frames); videos with
 # non-square pixels named in run.json; videos.csv names the codec (av1), not the decoder (libdav1d).
-PREPARE_VERSION = 7
+# 8: keyframes.npz keeps each keyframe's packet size (MPEG program streams seek; a clean dataset gets
+# the same videos.csv), and the scan reads .mpg, .vob, .ts, .mts, .m2ts, .wmv, .asf, .flv, .3gp, .ogv.
+PREPARE_VERSION = 8
 
 
 class NoUsableVideoError(DatasetError):

@@ -57,6 +57,7 @@ class ShownPackets:
         self.pts: list[int | None] = []
         self.dts: list[int | None] = []
         self.keyframe: list[bool] = []
+        self.size: list[int] = []
         self.lead_in: list[av.Packet] = []  # what a decoder needs for the first shown frame
         self._keyed = False
         self._from_keyframe = 0  # packets shown from the first keyframe on
@@ -72,6 +73,7 @@ class ShownPackets:
         self.pts.append(packet.pts)
         self.dts.append(packet.dts)
         self.keyframe.append(bool(packet.is_keyframe))
+        self.size.append(packet.size)
 
     def shown_from(self, first_pts: int | None) -> None:
         """Drop the packets shown before ``first_pts``, the pts of the first frame a sequential
@@ -82,13 +84,15 @@ class ShownPackets:
         self.pts = [self.pts[n] for n in keep]
         self.dts = [self.dts[n] for n in keep]
         self.keyframe = [self.keyframe[n] for n in keep]
+        self.size = [self.size[n] for n in keep]
 
     @property
     def frames(self) -> int:
         return len(self.pts)
 
-    def timestamps(self) -> tuple[Sequence[int | None], Sequence[int | None], Sequence[bool]]:
-        return self.pts, self.dts, self.keyframe
+    def timestamps(self) -> tuple[Sequence[int | None], Sequence[int | None], Sequence[bool], Sequence[int]]:
+        """Each packet's pts, dts, keyframe flag and size (bytes), in demux order."""
+        return self.pts, self.dts, self.keyframe, self.size
 
 
 def decode_one(

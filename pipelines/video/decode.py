@@ -379,39 +379,36 @@ def decode_at(
 def _seek(
     container: av.container.InputContainer, stream: av.VideoStream, index: KeyframeIndex, key: int
 ) -> Iterator[av.Packet]:
-    """Seek to keyframe ``key`` of ``index`` and return the packets from there on.
+    """Seek to keyframe ``key`` of ``index`` and return the packets from its packet on.
 
     The demuxer seeks by its own index (by pts in MP4/Matroska, by dts in AVI): try the keyframe's
-    pts, then its dts, and accept a landing on that keyframe or an earlier one, also on the lead-in
-    an edit list discards. From an earlier landing (an MP4 with an edit list, e.g. a stream-copied
-    cut, lands one keyframe early) the packets up to the wanted keyframe are skipped undecoded: a
-    keyframe is where decoding may start."""
-    wanted = int(index.keyframes[key])
-    for target in dict.fromkeys(int(value) for value in index.seek_targets[key]):
+    pts, then its dts, then those of the keyframe before it, and accept a landing on that keyframe
+    or an earlier frame, also on the lead-in an edit list discards; the packets up to the keyframe
+    are skipped undecoded. The keyframe's packet is the one with its pts, flag and size (see
+    :mod:`pipelines.data.keyframes`): an MPEG program stream's parser, started mid-stream by a seek,
+    splits the first pictures one late (the keyframe's picture comes with the next one's pts, and
+    its own pts on a fragment), and is back in step a few packets on; from the keyframe before,
+    it is by the wanted one. :class:`_SeekFailed` when no landing leads to the keyframe's packet."""
+    wanted, size = int(index.keyframes[key]), int(index.key_sizes[key])
+    starts = index.seek_targets[[key, key - 1] if key > 0 else [key]]
+    for target in dict.fromkeys(int(value) for value in starts.reshape(-1)):
         try:
             container.seek(target, stream=stream, backward=True)
             packets = container.demux(stream)  # its last, empty packet drains the decoder at the end
-            packet = next((p for p in packets if p.size), None)
+            first = next((p for p in packets if p.size), None)
         except av.FFmpegError:  # a container that cannot seek: decode it from the start
             raise _SeekFailed from None
-        if packet is None or not packet.is_keyframe:
+        if first is None:
             continue
-        landed = index.frame_number(packet.pts)
-        if landed is None and packet.is_discard and packet.pts is not None and packet.pts < index.pts[0]:
+        landed = index.frame_number(first.pts)
+        if landed is None and first.is_discard and first.pts is not None and first.pts < index.pts[0]:
             landed = -1  # the discarded lead-in before frame 0
         if landed is None or landed > wanted:
             continue
-        if landed == wanted:
-            return itertools.chain([packet], packets)
-        held = [packet]  # decoded after all if the wanted keyframe does not come
-        for later in packets:
-            number = index.frame_number(later.pts)
-            if number == wanted and later.is_keyframe:
-                return itertools.chain([later], packets)
-            held.append(later)
-            if number is not None and number > wanted + REORDER_SLACK:
-                break
-        return itertools.chain(held, packets)
+        reach = wanted - landed + REORDER_SLACK  # packets within which the keyframe's must come
+        for packet in itertools.islice(itertools.chain([first], packets), reach):
+            if packet.is_keyframe and packet.size == size and index.frame_number(packet.pts) == wanted:
+                return itertools.chain([packet], packets)
     raise _SeekFailed
 
 

@@ -27,19 +27,22 @@ def test_frame_numbers_follow_presentation_order() -> None:
     """B-frames: packets in decode order (I P B B P B B) with their pts; frame i is the i-th pts."""
     pts = [0, 3, 1, 2, 6, 4, 5]
     dts = [-1, 0, 1, 2, 3, 4, 5]
-    index = index_from_packets(pts, dts, [True, False, False, False, True, False, False])
+    sizes = [900, 300, 40, 50, 800, 60, 70]
+    index = index_from_packets(pts, dts, [True, False, False, False, True, False, False], sizes)
     assert index is not None and index.frames == 7
     np.testing.assert_array_equal(index.keyframes, [0, 6])
     np.testing.assert_array_equal(index.seek_targets, [[0, -1], [6, 3]])  # pts, then dts
+    np.testing.assert_array_equal(index.key_sizes, [900, 800])
     assert [index.frame_number(p) for p in (0, 3, 5, 6, 7, None)] == [0, 3, 5, 6, None, None]
     assert [index.keyframe_before(frame) for frame in (0, 5, 6, 40)] == [0, 0, 1, 1]
 
 
 def test_unusable_timestamps_give_no_index() -> None:
-    assert index_from_packets([0, None, 2], [0, 1, 2], [True, False, False]) is None
-    assert index_from_packets([0, 1, 1], [0, 1, 2], [True, False, False]) is None
-    assert index_from_packets([], [], []) is None
-    late = index_from_packets([5, 3, 4], [2, 3, 4], [False, False, True])  # the keyframe is frame 1
+    sizes = [10, 10, 10]
+    assert index_from_packets([0, None, 2], [0, 1, 2], [True, False, False], sizes) is None
+    assert index_from_packets([0, 1, 1], [0, 1, 2], [True, False, False], sizes) is None
+    assert index_from_packets([], [], [], []) is None
+    late = index_from_packets([5, 3, 4], [2, 3, 4], [False, False, True], sizes)  # the keyframe is frame 1
     assert late is not None and late.keyframe_before(0) is None and late.keyframe_before(2) == 0
 
 
@@ -58,7 +61,7 @@ def test_the_probe_indexes_the_video_and_the_index_survives_storage(tmp_path: Pa
     save_keyframe_indexes(stored, {str(video): probe.keyframes})
     ((signature, loaded),) = load_keyframe_indexes(stored).values()
     assert signature == (video.stat().st_size, video.stat().st_mtime_ns)
-    for name in ("pts", "keyframes", "seek_targets"):
+    for name in ("pts", "keyframes", "seek_targets", "key_sizes"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(probe.keyframes, name))
 
     indexes = KeyframeIndexes(stored)

@@ -1,11 +1,13 @@
 """The seeking decoder gives exactly the frames of a full sequential decode, on the codecs and
 container quirks that make seeking hard (B-frames, open GOPs, AVI timestamps, an MP4 edit list's
-discarded lead-in), with a bounded
+discarded lead-in, an MPEG program stream's parser out of step after a seek), with a bounded
 amount of decoding per clip; without a usable index it decodes sequentially and says so."""
 
 from __future__ import annotations
 
+import itertools
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -35,6 +37,9 @@ ENCODINGS = {
     "mjpeg": ("mjpeg", {}),  # every frame a keyframe
     # AV1 (SVT-AV1) in Matroska: hidden frames, and packets that only show one of them.
     "av1": ("av1", {"g": str(GOP), "preset": "12"}),
+    # MPEG-2 in an MPEG program stream (a DVD's .vob, .mpg from camcorders): after a seek the parser
+    # gives the first pictures the next one's pts. 320x240 textured frames: a picture spans packs.
+    "mpeg2-program-stream": ("mpeg2video", {"g": str(GOP), "bf": "2"}),
 }
 # "h264-bframes" cut by stream copy 6 frames after a keyframe (ffmpeg -ss T -c copy): the file starts
 # at that keyframe, an edit list discards the 6 frames before T, and the demuxer seeks a keyframe early.
@@ -76,12 +81,28 @@ def write_av1(path: Path, frames: np.ndarray, options: dict[str, str]) -> None:
         container.mux(stream.encode())
 
 
+def write_program_stream(path: Path, frames: np.ndarray, options: dict[str, str]) -> None:
+    """``frames`` as MPEG-2 in an MPEG program stream (DVD flavour) at 25 fps."""
+    with av.open(str(path), "w", format="vob") as container:
+        stream = container.add_stream("mpeg2video", rate=25, options=options)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for number, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = number
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
 @pytest.fixture(scope="module", params=[*ENCODINGS, CUT, MID_GOP])
 def encoded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     codec, options = ENCODINGS["h264-bframes" if request.param in (CUT, MID_GOP) else request.param]
     if codec == "av1":  # not a codec of write_video (the demo's): written here
         path = tmp_path_factory.mktemp(request.param) / "v.mkv"
         write_av1(path, moving_frames(FRAMES), options)
+        return request.param, path
+    if codec == "mpeg2video":
+        path = tmp_path_factory.mktemp(request.param) / "v.vob"
+        write_program_stream(path, textured_motion(FRAMES, 240, 320), options)
         return request.param, path
     path = tmp_path_factory.mktemp(request.param) / f"v{codec_extension(codec)}"
     write_video(path, moving_frames(FRAMES), 25, codec, options=options)
@@ -120,11 +141,22 @@ def test_the_encodings_have_what_makes_seeking_hard(encoded: tuple[str, Path]) -
         assert not packets[0].is_keyframe and len(packets) > index.frames  # the decoder drops some
     if name == "av1":
         assert probe_video(path).codec == "av1"  # the codec, not PyAV's decoder for it (libdav1d)
+    if name == "mpeg2-program-stream":  # after some seeks the packets are not a sequential demux's
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            sequential = [(p.pts, p.is_keyframe, p.size) for p in container.demux(stream) if p.size]
+            out_of_step = 0
+            for target in index.seek_targets[1:, 1]:
+                container.seek(int(target), stream=stream, backward=True)
+                packets = (p for p in container.demux(stream) if p.size)
+                after = [(p.pts, p.is_keyframe, p.size) for p in itertools.islice(packets, 4)]
+                out_of_step += all(after != sequential[n : n + 4] for n in range(len(sequential)))
+            assert out_of_step > 0
 
 
 def test_seeking_gives_the_frames_of_a_sequential_decode(encoded: tuple[str, Path]) -> None:
-    """Every window position (clip-like: every 2nd frame; and scattered frames), with one and two
-    decoder threads: the same pixels as decoding everything from frame 0."""
+    """Every window position (clip-like: every 2nd frame; scattered frames; one frame), with one and
+    two decoder threads: the same pixels as decoding everything from frame 0."""
     name, path = encoded
     frames = frame_count(name, path)
     full = decode_frames(path)
@@ -133,7 +165,7 @@ def test_seeking_gives_the_frames_of_a_sequential_decode(encoded: tuple[str, Pat
     routes = set()
     for threads in (1, 2):
         for start in range(0, frames - 8):
-            for wanted in (np.arange(start, start + 8, 2), np.array([start, frames - 1, start + 5, start])):
+            for wanted in (np.arange(start, start + 8, 2), np.array([start, frames - 1, start + 5, start]), [start]):
                 decoded = decode_at(path, wanted, index=index, codec_threads=threads)
                 routes.add(decoded.route)
                 np.testing.assert_array_equal(decoded.read(wanted), full[wanted], err_msg=f"{name} {wanted}")
@@ -261,19 +293,28 @@ def test_frames_are_converted_without_extra_threads(tmp_path: Path, codec: str) 
 
 
 def test_without_a_usable_index_frames_are_decoded_sequentially(tmp_path: Path) -> None:
-    """No index, or an index of another file (a stale one): the sequential route, counted as
-    such, and still the right frames, never the frames the wrong index points at. The frames that
-    failed seek decoded count too (it stops at the first frame whose timestamp the index does not
-    have)."""
+    """No index, an index of another file (a stale one), or one whose timestamps stop matching the
+    file after the keyframe: the sequential route, counted as such, and still the right frames,
+    never the frames the wrong index points at. Another file's keyframe packets have other sizes, so
+    its seek is refused before anything is decoded; the frames a failed seek decoded count too (it
+    stops at the first frame whose timestamp the index does not have)."""
     path, other = tmp_path / "a.mp4", tmp_path / "b.webm"
     write_video(path, moving_frames(FRAMES), 25, "h264", options={"g": str(GOP)})
     write_video(other, moving_frames(FRAMES)[::-1], 25, "vp9", options={"g": str(GOP)})
     full = decode_frames(path)
     wanted = np.array([50, 52, 54])
-    for index in (None, scan_keyframe_index(other)):
+    own = scan_keyframe_index(path)
+    assert own is not None
+    shifted = own.pts.copy()
+    shifted[52:] += 10**6  # frames from 52 on have timestamps the file does not
+    diverging = replace(own, pts=shifted)
+    for index, seek_decodes in ((None, False), (scan_keyframe_index(other), False), (diverging, True)):
         decoded = decode_at(path, wanted, index=index)
         assert decoded.route == "sequential"
-        assert decoded.frames_decoded == 55 if index is None else 55 < decoded.frames_decoded <= 55 + GOP
+        if seek_decodes:
+            assert 55 < decoded.frames_decoded <= 55 + GOP
+        else:
+            assert decoded.frames_decoded == 55
         np.testing.assert_array_equal(decoded.read(wanted), full[wanted])
 
 
