@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v")
+# The containers the scan reads (FFmpeg demuxes them all; pre-flight rejects a file it cannot decode,
+# with the reason). Files with other extensions are not videos to the scan and are not listed.
+VIDEO_EXTENSIONS = (
+    *(".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm"),
+    *(".mpg", ".mpeg", ".vob"),  # MPEG program streams (DVDs, older camcorders)
+    *(".ts", ".mts", ".m2ts"),  # MPEG transport streams (broadcast captures, AVCHD camcorders)
+    *(".wmv", ".asf", ".flv", ".3gp", ".ogv"),
+)
 
 # A copy's suffix after the clip number (" (1)", "-copy", ".part2") keeps the group: a name of its own
 # would make the copy a group of one and let its actor and scene into another split.
