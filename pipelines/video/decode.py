@@ -385,10 +385,12 @@ def _seek(
     pts, then its dts, then those of the keyframe before it, and accept a landing on that keyframe
     or an earlier frame, also on the lead-in an edit list discards; the packets up to the keyframe
     are skipped undecoded. The keyframe's packet is the one with its pts, flag and size (see
-    :mod:`pipelines.data.keyframes`): an MPEG program stream's parser, started mid-stream by a seek,
-    splits the first pictures one late (the keyframe's picture comes with the next one's pts, and
-    its own pts on a fragment), and is back in step a few packets on; from the keyframe before,
-    it is by the wanted one. :class:`_SeekFailed` when no landing leads to the keyframe's packet."""
+    :mod:`pipelines.data.keyframes`) and not followed by another with its pts: an MPEG program
+    stream's parser, started mid-stream by a seek, splits the first pictures one late (a picture
+    comes with the next one's pts, which the next packet then repeats, and its own pts sits on a
+    fragment), and is back in step a few packets on. :class:`_SeekFailed` when no landing leads to
+    the keyframe's packet within the frames up to it and :data:`REORDER_SLACK` more (an edit list's
+    discarded lead-in not counted)."""
     wanted, size = int(index.keyframes[key]), int(index.key_sizes[key])
     starts = index.seek_targets[[key, key - 1] if key > 0 else [key]]
     for target in dict.fromkeys(int(value) for value in starts.reshape(-1)):
@@ -405,10 +407,20 @@ def _seek(
             landed = -1  # the discarded lead-in before frame 0
         if landed is None or landed > wanted:
             continue
-        reach = wanted - landed + REORDER_SLACK  # packets within which the keyframe's must come
-        for packet in itertools.islice(itertools.chain([first], packets), reach):
+        budget = wanted - max(landed, 0) + REORDER_SLACK  # shown packets within which the keyframe's must come
+        held: av.Packet | None = None  # the keyframe's packet, unless the next one repeats its pts
+        for packet in itertools.chain([first], packets):
+            if held is not None:
+                if packet.pts != held.pts:
+                    return itertools.chain([held, packet], packets)
+                held = None  # it was a picture split off with the next one's pts: this may be the keyframe
             if packet.is_keyframe and packet.size == size and index.frame_number(packet.pts) == wanted:
-                return itertools.chain([packet], packets)
+                held = packet
+            budget -= not packet.is_discard
+            if budget <= 0 and held is None:
+                break
+        if held is not None:
+            return iter([held])
     raise _SeekFailed
 
 

@@ -40,6 +40,12 @@ ENCODINGS = {
     # MPEG-2 in an MPEG program stream (a DVD's .vob, .mpg from camcorders): after a seek the parser
     # gives the first pictures the next one's pts. 320x240 textured frames: a picture spans packs.
     "mpeg2-program-stream": ("mpeg2video", {"g": str(GOP), "bf": "2"}),
+    # Intra-only at a constant bit rate: every picture a keyframe of one size, so the picture split
+    # off after a seek with the next one's pts also has its flag and size.
+    "mpeg2-program-stream-intra": (
+        "mpeg2video",
+        {"g": "1", "b": "3M", "minrate": "3M", "maxrate": "3M", "bufsize": "120k"},
+    ),
 }
 # "h264-bframes" cut by stream copy 6 frames after a keyframe (ffmpeg -ss T -c copy): the file starts
 # at that keyframe, an edit list discards the 6 frames before T, and the demuxer seeks a keyframe early.
@@ -83,7 +89,7 @@ def write_av1(path: Path, frames: np.ndarray, options: dict[str, str]) -> None:
 
 def write_program_stream(path: Path, frames: np.ndarray, options: dict[str, str]) -> None:
     """``frames`` as MPEG-2 in an MPEG program stream (DVD flavour) at 25 fps."""
-    with av.open(str(path), "w", format="vob") as container:
+    with av.open(str(path), "w", format="vob", options={"muxrate": "10M"}) as container:
         stream = container.add_stream("mpeg2video", rate=25, options=options)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         for number, rgb in enumerate(frames):
@@ -141,7 +147,7 @@ def test_the_encodings_have_what_makes_seeking_hard(encoded: tuple[str, Path]) -
         assert not packets[0].is_keyframe and len(packets) > index.frames  # the decoder drops some
     if name == "av1":
         assert probe_video(path).codec == "av1"  # the codec, not PyAV's decoder for it (libdav1d)
-    if name == "mpeg2-program-stream":  # after some seeks the packets are not a sequential demux's
+    if name.startswith("mpeg2-program-stream"):  # after some seeks the packets are not a sequential demux's
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             sequential = [(p.pts, p.is_keyframe, p.size) for p in container.demux(stream) if p.size]
@@ -208,20 +214,35 @@ def test_an_intra_refresh_stream_is_never_sought_from_a_recovery_point(tmp_path:
     assert "sequential" in routes  # seeks to recovery points refused
 
 
-def test_a_cut_seeks_like_its_source(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gop, cut_at", [(GOP, CUT_AT), (100, 180)])  # a lead-in of 6 and of 80 frames
+def test_a_cut_seeks_like_its_source(tmp_path: Path, gop: int, cut_at: int) -> None:
     """The demuxer lands a keyframe early in a stream-copied cut (and on its discarded lead-in for the
-    first keyframe): a clip still decodes from the keyframe before it, as in the uncut source."""
+    first keyframe): a clip still decodes from the keyframe before it, as in the uncut source. A
+    long lead-in (a cut far into a long GOP) does not count against the packets a seek may skip."""
     source, cut = tmp_path / "source.mp4", tmp_path / "cut.mp4"
-    write_video(source, moving_frames(FRAMES), 25, "h264", options=ENCODINGS["h264-bframes"][1])
-    stream_copied_cut(source, cut, CUT_AT)
+    options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3"}
+    write_video(source, moving_frames(cut_at + 2 * gop), 25, "h264", options=options)
+    assert stream_copied_cut(source, cut, cut_at) == cut_at % gop
     source_index, cut_index = scan_keyframe_index(source), scan_keyframe_index(cut)
     assert source_index is not None and cut_index is not None
     for start in range(int(cut_index.keyframes[0]), cut_index.frames - 8):
         window = np.arange(start, start + 8, 2)
         in_cut = decode_at(cut, window, index=cut_index, codec_threads=1)
-        in_source = decode_at(source, window + CUT_AT, index=source_index, codec_threads=1)
+        in_source = decode_at(source, window + cut_at, index=source_index, codec_threads=1)
         assert in_cut.route == in_source.route == "seek"
         assert in_cut.frames_decoded == in_source.frames_decoded
+    # Seeking by the first keyframe's dts lands on the discarded lead-in (ffmpeg's own cuts land
+    # there by its pts too): the lead-in is skipped, however long, and the clip still seeks.
+    by_dts = replace(cut_index, seek_targets=cut_index.seek_targets[:, [1, 1]])
+    first = int(cut_index.keyframes[0])
+    with av.open(str(cut)) as container:
+        stream = container.streams.video[0]
+        container.seek(int(by_dts.seek_targets[0][0]), stream=stream, backward=True)
+        assert next(packet for packet in container.demux(stream) if packet.size).is_discard
+    window = np.arange(first, first + 8, 2)
+    decoded = decode_at(cut, window, index=by_dts, codec_threads=1)
+    assert decoded.route == "seek"
+    np.testing.assert_array_equal(decoded.read(window), decode_frames(cut)[window])
 
 
 def test_every_clip_of_a_video_whose_size_changes_has_one_size(tmp_path: Path) -> None:
