@@ -152,7 +152,7 @@ def scan_keyframe_index(path: str | os.PathLike[str]) -> KeyframeIndex | None:
     except (av.FFmpegError, OSError, ValueError):
         return None
     shown.shown_from(None if first is None else first.pts)
-    return index_from_packets(*shown.timestamps())
+    return index_from_packets(*shown.columns())
 
 
 def _signature(path: str | os.PathLike[str]) -> tuple[int, int] | None:

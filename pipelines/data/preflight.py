@@ -279,7 +279,7 @@ def _probe(path: Path) -> ProbeResult:
             raise _Reject(TRUNCATED, f"the first frame decodes, the last does not{detail}")
 
         identified = timestamps_identify_frames(path, container, stream, shown_pts)
-        keyframes = index_from_packets(*shown.timestamps()) if identified else None
+        keyframes = index_from_packets(*shown.columns()) if identified else None
         measured = timestamp_rate(keyframes, stream.time_base)
         if measured is not None and not abs(measured - fps) <= RATE_TOLERANCE * measured:
             fps = measured

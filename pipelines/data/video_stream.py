@@ -90,7 +90,7 @@ class ShownPackets:
     def frames(self) -> int:
         return len(self.pts)
 
-    def timestamps(self) -> tuple[Sequence[int | None], Sequence[int | None], Sequence[bool], Sequence[int]]:
+    def columns(self) -> tuple[Sequence[int | None], Sequence[int | None], Sequence[bool], Sequence[int]]:
         """Each packet's pts, dts, keyframe flag and size (bytes), in demux order."""
         return self.pts, self.dts, self.keyframe, self.size
 
